@@ -1,0 +1,1 @@
+"""Text-to-video on top of semcodec token streams (language model + diffusion decoder): later work."""

@@ -1,0 +1,77 @@
+"""Checkpoints: safetensors weights with the config and a content hash in the metadata.
+
+The content hash (SHA-256 over tensor names, dtypes, shapes and bytes, in name order) is the
+model identity that token streams carry, so a stream can only be decoded by the model that made it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from .presets import CodecConfig
+
+FORMAT = "semcodec-checkpoint-1"
+
+
+def content_hash(state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def atomic_save_file(tensors: dict, path: str | Path, metadata: dict[str, str]) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(model: torch.nn.Module, config: CodecConfig, path: str | Path, dtype: torch.dtype | None = None,
+                    extra: dict | None = None) -> str:
+    """Write ``model.state_dict()`` (optionally cast to ``dtype``), return the content hash."""
+    state = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu().contiguous()
+        state[k] = v.to(dtype) if (dtype is not None and v.is_floating_point()) else v
+    digest = content_hash(state)
+    meta = {"format": FORMAT, "config": config.to_json(), "content_hash": digest,
+            "extra": json.dumps(extra or {}, sort_keys=True)}
+    atomic_save_file(state, path, meta)
+    return digest
+
+
+def read_metadata(path: str | Path) -> dict:
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a semcodec checkpoint")
+    return meta
+
+
+def load_checkpoint(path: str | Path, map_location="cpu", verify: bool = True):
+    """-> (model: VideoTokenizer in float32, eval mode, config, content hash)."""
+    from .model.video_tokenizer import VideoTokenizer
+    meta = read_metadata(path)
+    config = CodecConfig.from_dict(json.loads(meta["config"]))
+    state = load_file(str(path), device="cpu")
+    digest = meta["content_hash"]
+    if verify and content_hash(state) != digest:
+        raise ValueError(f"{path}: weights do not match their content hash (corrupt file)")
+    model = VideoTokenizer(config)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return model.to(map_location).eval(), config, digest

@@ -1,0 +1,1 @@
+"""Data: training clip sources and procedural captioned clips."""

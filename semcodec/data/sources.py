@@ -1,0 +1,143 @@
+"""Training clip sources: real videos, photos with simulated camera motion, procedural scenes.
+
+Each source answers ``sample(rng, frames, size) -> frames x H x W x 3 uint8`` for a clip at the
+model's semantic frame rate. :func:`make_sources` turns command-line paths into sources: a video
+file or a folder of videos, a folder of photos, or ``synth`` for procedural clips.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..video import VideoError, iter_frames, probe, resize
+from . import synth
+
+VIDEO_EXT = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv"}
+PHOTO_EXT = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+
+
+def _random_crop(clip: torch.Tensor, size, rng: np.random.Generator) -> torch.Tensor:
+    h, w = size
+    y = int(rng.integers(0, clip.shape[1] - h + 1))
+    x = int(rng.integers(0, clip.shape[2] - w + 1))
+    return clip[:, y:y + h, x:x + w]
+
+
+class VideoSource:
+    """Clips of a real video, decoded once and kept in memory at a few scales (short side >= 128)."""
+
+    def __init__(self, path, fps: float, short_sides=(128, 160, 200)):
+        info = probe(path)
+        self.name, self.src_fps, self.fps = str(path), info.fps, fps
+        frames = torch.from_numpy(np.stack(list(iter_frames(path))))
+        self.scales = []
+        h, w = frames.shape[1:3]
+        for s in short_sides:
+            k = s / min(h, w)
+            size = (max(s, round(h * k)), max(s, round(w * k)))
+            out = torch.cat([resize(frames[i:i + 16].float(), size).round().clamp(0, 255).to(torch.uint8)
+                             for i in range(0, len(frames), 16)])
+            self.scales.append(out)
+
+    def sample(self, rng, frames: int, size) -> np.ndarray:
+        cands = [s for s in self.scales if s.shape[1] >= size[0] and s.shape[2] >= size[1]]
+        if not cands:   # narrower than asked: take the largest scale, resize up
+            cands = [self.scales[-1]]
+        clip_src = cands[int(rng.integers(len(cands)))]
+        n, step = len(clip_src), self.src_fps / self.fps
+        span = (frames - 1) * step
+        t0 = float(rng.uniform(0, max(0.0, n - 1 - span)))
+        idx = [min(n - 1, int(round(t0 + j * step))) for j in range(frames)]
+        if rng.random() < 0.5:
+            idx = idx[::-1]
+        clip = clip_src[idx]
+        if clip.shape[1] < size[0] or clip.shape[2] < size[1]:
+            k = max(size[0] / clip.shape[1], size[1] / clip.shape[2])
+            clip = resize(clip.float(), (math.ceil(clip.shape[1] * k), math.ceil(clip.shape[2] * k))).to(torch.uint8)
+        clip = _random_crop(clip, size, rng)
+        if rng.random() < 0.5:
+            clip = clip.flip(2)
+        return clip.numpy()
+
+
+class PhotoSource:
+    """A still photo seen by a moving camera: a linear pan and zoom across the picture."""
+
+    def __init__(self, paths, max_side: int = 640):
+        self.images = []
+        for p in paths:
+            try:
+                img = torch.from_numpy(next(iter_frames(p))).permute(2, 0, 1).float()[None]
+            except (VideoError, StopIteration):
+                continue
+            k = min(1.0, max_side / max(img.shape[-2:]))
+            if k < 1:
+                img = F.interpolate(img, scale_factor=k, mode="bilinear", antialias=True)
+            self.images.append(img)
+        if not self.images:
+            raise VideoError(f"no readable photos among {len(paths)} files")
+        self.name = f"photos({len(self.images)})"
+
+    def sample(self, rng, frames: int, size) -> np.ndarray:
+        img = self.images[int(rng.integers(len(self.images)))]
+        H, W = img.shape[-2:]
+        h, w = size
+        # window scale: fraction of the photo the view covers (zoom), kept inside the picture
+        max_z = min(H / h, W / w)
+        z0, z1 = (float(rng.uniform(min(1.0, max_z), min(2.0, max_z))) for _ in range(2))
+        if max_z < 1:
+            z0 = z1 = max_z
+        pts = []
+        for z in (z0, z1):
+            vh, vw = h * z, w * z
+            pts.append((z, float(rng.uniform(vh / 2, H - vh / 2)), float(rng.uniform(vw / 2, W - vw / 2))))
+        theta = []
+        for j in range(frames):
+            a = j / max(1, frames - 1)
+            z, cy, cx = (p0 * (1 - a) + p1 * a for p0, p1 in zip(*pts))
+            # affine_grid maps output [-1, 1] to input [-1, 1]
+            sx, sy = (w * z) / W, (h * z) / H
+            tx, ty = 2 * cx / W - 1, 2 * cy / H - 1
+            theta.append([[sx, 0, tx], [0, sy, ty]])
+        theta = torch.tensor(theta, dtype=torch.float32)
+        grid = F.affine_grid(theta, (frames, 3, h, w), align_corners=False)
+        out = F.grid_sample(img.expand(frames, -1, -1, -1), grid, mode="bilinear", align_corners=False)
+        return out.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+class SynthSource:
+    """Procedural moving shapes (``semcodec.data.synth``)."""
+    name = "synth"
+
+    def __init__(self, fps: float):
+        self.fps = fps
+
+    def sample(self, rng, frames: int, size) -> np.ndarray:
+        return synth.render(synth.random_scene(int(rng.integers(2 ** 31))), frames, size, self.fps)
+
+
+def make_sources(specs, fps: float) -> list:
+    """``specs``: video files, folders (videos and / or photos), or the word ``synth``."""
+    out = []
+    for spec in specs:
+        if spec == "synth":
+            out.append(SynthSource(fps))
+            continue
+        p = Path(spec)
+        if p.is_file():
+            (out.append(PhotoSource([p])) if p.suffix.lower() in PHOTO_EXT else out.append(VideoSource(p, fps)))
+        elif p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.is_file())
+            photos = [f for f in files if f.suffix.lower() in PHOTO_EXT]
+            out += [VideoSource(f, fps) for f in files if f.suffix.lower() in VIDEO_EXT]
+            if photos:
+                out.append(PhotoSource(photos))
+        else:
+            raise VideoError(f"no such data source: {spec}")
+    if not out:
+        raise VideoError("no training data found in the given sources")
+    return out

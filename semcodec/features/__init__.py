@@ -1,0 +1,27 @@
+"""Feature spaces: what the query tokenizer sees (DESIGN.md §3).
+
+Every feature space maps a video ``B x T x H x W x 3`` float in ``[-1, 1]`` (H, W multiples of
+the patch) to a grid ``B x T x H/p x W/p x C`` (``embed``); those that can, map a grid back to
+pixels (``render``).
+"""
+from __future__ import annotations
+
+from ..presets import CodecConfig
+from .backbone import PretrainedBackbone, ViTBackbone, ViTConfig
+from .base import FeatureSpace
+from .conv import ConvFeatures
+from .pixels import PixelPatches, patchify, unpatchify
+
+
+def build_feature_space(cfg: CodecConfig) -> FeatureSpace:
+    if cfg.features == "pixels":
+        return PixelPatches(cfg.patch)
+    if cfg.features == "conv":
+        return ConvFeatures(cfg.patch, cfg.feature_dim, cfg.stem_channels)
+    if cfg.features == "backbone":
+        return PretrainedBackbone(cfg.backbone_path, cfg.patch, cfg.feature_dim)
+    raise ValueError(f"unknown feature space '{cfg.features}' (known: pixels, conv, backbone)")
+
+
+__all__ = ["FeatureSpace", "PixelPatches", "ConvFeatures", "PretrainedBackbone", "ViTBackbone", "ViTConfig",
+           "build_feature_space", "patchify", "unpatchify"]

@@ -1,0 +1,6 @@
+from .masks import AttentionMask, TokenLayout, dense_reference, get_mask, mask_mod_for
+from .quantizer import CosineQuantizer
+from .tokenizer import Decoder, Encoder, SemanticTokenizer
+
+__all__ = ["AttentionMask", "TokenLayout", "dense_reference", "get_mask", "mask_mod_for",
+           "CosineQuantizer", "Encoder", "Decoder", "SemanticTokenizer"]

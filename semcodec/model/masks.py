@@ -1,0 +1,154 @@
+"""Token layouts and the encoder / decoder attention masks (DESIGN.md §2).
+
+Why masks live here and not in the attention kernel: the rule is a property of the token layout
+(which tokens are visual, IFrame or PFrame, and their frame), so it is built next to the layout,
+once per shape, and cached. The attention entry point (:mod:`kernels.attention`) only consumes it:
+as a flex-attention ``BlockMask`` (sparse, block-skipping) or as a dense boolean matrix (SDPA).
+
+Encoder sequence ``[T*h*w visual][nI IFrame queries][(T-1)*nP PFrame queries]``:
+- a visual token of frame t sees visual tokens of frames <= t and no query token;
+- an IFrame query sees frame 0's visual tokens and IFrame queries at or before it;
+- a PFrame query of frame k sees visual tokens of frames <= k and every query at or before it.
+Decoder sequence ``[T*h*w mask positions][latents in the same order as the queries]``:
+- a position of frame k sees positions of frames <= k, every IFrame token and the PFrame tokens of
+  frames 1..k;
+- latents follow the encoder's rule for queries, with mask positions in place of visual tokens.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+
+VISUAL, IFRAME, PFRAME = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """Shape of one group's token sequence: ``frames`` T, feature ``grid`` (h, w), query counts."""
+    frames: int
+    grid: tuple[int, int]
+    iframe_tokens: int
+    pframe_tokens: int
+
+    @property
+    def n_visual(self) -> int:
+        return self.frames * self.grid[0] * self.grid[1]
+
+    @property
+    def n_latent(self) -> int:
+        return self.iframe_tokens + (self.frames - 1) * self.pframe_tokens
+
+    @property
+    def length(self) -> int:
+        return self.n_visual + self.n_latent
+
+    def kinds_and_frames(self, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """Per token: kind (VISUAL/IFRAME/PFRAME) and frame index, both ``L`` int32."""
+        hw = self.grid[0] * self.grid[1]
+        kind = torch.cat([
+            torch.full((self.n_visual,), VISUAL, dtype=torch.int32),
+            torch.full((self.iframe_tokens,), IFRAME, dtype=torch.int32),
+            torch.full(((self.frames - 1) * self.pframe_tokens,), PFRAME, dtype=torch.int32),
+        ])
+        frame = torch.cat([
+            torch.arange(self.n_visual, dtype=torch.int32) // hw,
+            torch.zeros(self.iframe_tokens, dtype=torch.int32),
+            1 + torch.arange((self.frames - 1) * self.pframe_tokens, dtype=torch.int32) // max(self.pframe_tokens, 1),
+        ])
+        return kind.to(device), frame.to(device)
+
+    def positions(self) -> torch.Tensor:
+        """RoPE positions ``L x 3`` (t, h, w); query token n sits at (n, n, n)."""
+        t, h, w = torch.meshgrid(torch.arange(self.frames), torch.arange(self.grid[0]),
+                                 torch.arange(self.grid[1]), indexing="ij")
+        vis = torch.stack([t, h, w], -1).reshape(-1, 3)
+        n = torch.arange(self.n_latent)
+        return torch.cat([vis, torch.stack([n, n, n], -1)]).float()
+
+
+def mask_mod_for(layout: TokenLayout, role: str, device="cpu"):
+    """The rule as a flex-attention ``mask_mod(b, h, q_idx, kv_idx) -> bool``."""
+    kind, frame = layout.kinds_and_frames(device)
+
+    def query_rule(q, k):
+        kq, kk, fq, fk = kind[q], kind[k], frame[q], frame[k]
+        see_vis = (kk == VISUAL) & torch.where(kq == IFRAME, fk == 0, fk <= fq)
+        return see_vis | ((kk != VISUAL) & (k <= q))
+
+    if role == "encoder":
+        def mask_mod(b, h, q, k):
+            vis_rule = (kind[k] == VISUAL) & (frame[k] <= frame[q])
+            return torch.where(kind[q] == VISUAL, vis_rule, query_rule(q, k))
+    elif role == "decoder":
+        def mask_mod(b, h, q, k):
+            kk = kind[k]
+            pos_rule = ((kk == VISUAL) & (frame[k] <= frame[q])) | (kk == IFRAME) | ((kk == PFRAME) & (frame[k] <= frame[q]))
+            return torch.where(kind[q] == VISUAL, pos_rule, query_rule(q, k))
+    else:
+        raise ValueError(f"role must be 'encoder' or 'decoder', got {role!r}")
+    return mask_mod
+
+
+def dense_reference(layout: TokenLayout, role: str) -> torch.Tensor:
+    """``L x L`` bool (True = may attend), written region by region straight from the rule text.
+
+    Independent of :func:`mask_mod_for` on purpose: the tests compare the two.
+    """
+    T, (gh, gw), nI, nP = layout.frames, layout.grid, layout.iframe_tokens, layout.pframe_tokens
+    hw, V, L = gh * gw, layout.n_visual, layout.length
+    m = torch.zeros(L, L, dtype=torch.bool)
+    vis = lambda f: slice(f * hw, (f + 1) * hw)               # visual tokens of frame f
+    upto = lambda f: slice(0, (f + 1) * hw)                   # visual tokens of frames <= f
+    iq = slice(V, V + nI)
+    pq = lambda k: slice(V + nI + (k - 1) * nP, V + nI + k * nP)   # PFrame tokens of frame k (k >= 1)
+    for f in range(T):
+        m[vis(f), upto(f)] = True
+        if role == "decoder":
+            m[vis(f), iq] = True
+            for k in range(1, f + 1):
+                m[vis(f), pq(k)] = True
+    # queries / latents: the same rule in both roles
+    m[iq, vis(0)] = True
+    m[iq, iq] = torch.ones(nI, nI, dtype=torch.bool).tril()
+    for k in range(1, T):
+        rows = pq(k)
+        m[rows, upto(k)] = True
+        m[rows, V:rows.start] = True                          # every earlier query
+        m[rows, rows] = torch.ones(nP, nP, dtype=torch.bool).tril()
+    if role not in ("encoder", "decoder"):
+        raise ValueError(f"role must be 'encoder' or 'decoder', got {role!r}")
+    return m
+
+
+class AttentionMask:
+    """One layout's mask for one role, in both forms, each built lazily and cached per device."""
+
+    def __init__(self, layout: TokenLayout, role: str):
+        self.layout, self.role = layout, role
+        self._dense: dict[str, torch.Tensor] = {}
+        self._block: dict[str, object] = {}
+
+    def dense(self, device) -> torch.Tensor:
+        key = str(device)
+        if key not in self._dense:
+            kind, frame = self.layout.kinds_and_frames(device)
+            idx = torch.arange(self.layout.length, device=device)
+            self._dense[key] = mask_mod_for(self.layout, self.role, device)(None, None, idx[:, None], idx[None, :])
+        return self._dense[key]
+
+    def block_mask(self, device):
+        key = str(device)
+        if key not in self._block:
+            from torch.nn.attention.flex_attention import create_block_mask
+            L = self.layout.length
+            self._block[key] = create_block_mask(mask_mod_for(self.layout, self.role, device), None, None, L, L,
+                                                 device=str(device))
+        return self._block[key]
+
+
+@functools.lru_cache(maxsize=64)
+def get_mask(layout: TokenLayout, role: str) -> AttentionMask:
+    """Cached per (layout, role): a shape's masks are built once."""
+    return AttentionMask(layout, role)

@@ -1,0 +1,165 @@
+"""The LanDiff semantic tokenizer: query-token encoder, cosine quantizer, mask-token decoder.
+
+Read top to bottom: ``Block`` (pre-LN transformer block with 3D RoPE and a layout mask), then
+``Encoder``, ``Decoder`` and ``SemanticTokenizer`` which ties them to the quantizer.
+
+Layouts: features are ``B x T x h x w x C`` floats (a group of T <= G frames on an h x w grid);
+token ids are ``B x N`` int64 with ``N = nI + (T-1) * nP``, IFrame tokens first, then the
+PFrame tokens of frames 1..T-1 in order.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from kernels import masked_attention
+
+from ..presets import CodecConfig
+from .masks import TokenLayout, get_mask
+from .quantizer import CosineQuantizer
+from .rope import apply_rope, rope_angles
+
+
+@functools.lru_cache(maxsize=64)
+def _rope_tables(layout: TokenLayout, split: tuple[int, int, int], theta: float):
+    ang = rope_angles(layout.positions(), split, theta)
+    return ang.cos(), ang.sin()
+
+
+class Attention(nn.Module):
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x, cos, sin, mask, backend):
+        B, L, W = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        o = masked_attention(q, k, v, mask, backend=backend)
+        return self.proj(o.transpose(1, 2).reshape(B, L, W))
+
+
+class Block(nn.Module):
+    def __init__(self, width: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width)
+        self.attn = Attention(width, heads)
+        self.norm2 = nn.LayerNorm(width)
+        hidden = int(width * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+
+    def forward(self, x, cos, sin, mask, backend):
+        x = x + self.attn(self.norm1(x), cos, sin, mask, backend)
+        return x + self.mlp(self.norm2(x))
+
+
+class _Transformer(nn.Module):
+    def __init__(self, cfg: CodecConfig, layers: int):
+        super().__init__()
+        self.cfg = cfg
+        self.blocks = nn.ModuleList(Block(cfg.width, cfg.heads, cfg.mlp_ratio) for _ in range(layers))
+        self.attn_backend = "auto"
+
+    def run_blocks(self, x, layout: TokenLayout, role: str):
+        cos, sin = _rope_tables(layout, self.cfg.rope_split, self.cfg.rope_theta)
+        cos, sin = cos.to(x.device), sin.to(x.device)
+        mask = get_mask(layout, role)
+        for blk in self.blocks:
+            x = blk(x, cos, sin, mask, self.attn_backend)
+        return x
+
+    def layout(self, frames: int, grid: tuple[int, int]) -> TokenLayout:
+        if not 1 <= frames <= self.cfg.group:
+            raise ValueError(f"a group holds 1..{self.cfg.group} frames, got {frames}")
+        return TokenLayout(frames, tuple(grid), self.cfg.iframe_tokens, self.cfg.pframe_tokens)
+
+
+class Encoder(_Transformer):
+    """Features ``B x T x h x w x C`` -> query states ``B x N x codebook_dim`` (before quantization)."""
+
+    def __init__(self, cfg: CodecConfig):
+        super().__init__(cfg, cfg.enc_layers)
+        self.in_proj = nn.Linear(cfg.feature_dim, cfg.width)       # the 1x1 projection
+        self.iframe_queries = nn.Parameter(0.02 * torch.randn(cfg.iframe_tokens, cfg.width))
+        self.pframe_queries = nn.Parameter(0.02 * torch.randn(cfg.pframe_tokens, cfg.width))  # shared by P-frames
+        self.norm_out = nn.LayerNorm(cfg.width)
+        self.out_proj = nn.Linear(cfg.width, cfg.codebook_dim)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        B, T, h, w, C = feats.shape
+        layout = self.layout(T, (h, w))
+        vis = self.in_proj(feats.reshape(B, T * h * w, C))
+        queries = torch.cat([self.iframe_queries, self.pframe_queries.repeat(T - 1, 1)]).to(vis.dtype)
+        x = torch.cat([vis, queries.expand(B, -1, -1)], dim=1)
+        x = self.run_blocks(x, layout, "encoder")
+        return self.out_proj(self.norm_out(x[:, layout.n_visual:]))
+
+
+class Decoder(_Transformer):
+    """Quantized latents ``B x N x codebook_dim`` -> features ``B x T x h x w x C``."""
+
+    def __init__(self, cfg: CodecConfig):
+        super().__init__(cfg, cfg.dec_layers)
+        self.latent_proj = nn.Linear(cfg.codebook_dim, cfg.width)
+        self.mask_token = nn.Parameter(0.02 * torch.randn(cfg.width))   # one token, every position
+        self.head = nn.Sequential(nn.LayerNorm(cfg.width), nn.Linear(cfg.width, 2 * cfg.width), nn.Tanh(),
+                                  nn.Linear(2 * cfg.width, cfg.feature_dim))
+
+    def frames_for(self, n_latent: int) -> int:
+        nI, nP = self.cfg.iframe_tokens, self.cfg.pframe_tokens
+        if n_latent < nI or (n_latent - nI) % nP:
+            raise ValueError(f"{n_latent} tokens is not {nI} + k x {nP}")
+        return 1 + (n_latent - nI) // nP
+
+    def forward(self, zq: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        B, N, _ = zq.shape
+        T = self.frames_for(N)
+        layout = self.layout(T, grid)
+        lat = self.latent_proj(zq)
+        pos = self.mask_token.to(lat.dtype).expand(B, layout.n_visual, -1)
+        x = self.run_blocks(torch.cat([pos, lat], dim=1), layout, "decoder")
+        return self.head(x[:, :layout.n_visual]).reshape(B, T, grid[0], grid[1], -1)
+
+
+class SemanticTokenizer(nn.Module):
+    """Features -> discrete tokens -> features.
+
+    ``encode(feats)``: ``B x T x h x w x C`` float (T <= group) -> ``B x N`` int64 in [0, K).
+    ``decode(indices, grid)``: ``B x N`` -> ``B x T x h x w x C``.
+    ``forward(feats)`` -> dict with ``recon`` (features), ``indices``, ``recon_loss`` (MSE) and
+    ``commit_loss``.
+    """
+
+    def __init__(self, config: CodecConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.quantizer = CosineQuantizer(config.codebook_size, config.codebook_dim)
+        self.decoder = Decoder(config)
+
+    @property
+    def tokens_per_group(self) -> int:
+        return self.config.tokens_per_group
+
+    def set_attention_backend(self, backend: str) -> None:
+        self.encoder.attn_backend = self.decoder.attn_backend = backend
+
+    def encode(self, feats: torch.Tensor) -> torch.Tensor:
+        _, idx, _ = self.quantizer(self.encoder(feats))
+        return idx
+
+    def decode(self, indices: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        grid = grid or self.config.grid
+        return self.decoder(self.quantizer.lookup(indices).to(self.decoder.latent_proj.weight.dtype), grid)
+
+    def forward(self, feats: torch.Tensor) -> dict:
+        z = self.encoder(feats)
+        zq, idx, commit = self.quantizer(z)
+        recon = self.decoder(zq, feats.shape[2:4])
+        return {"recon": recon, "indices": idx, "z": z, "commit_loss": commit,
+                "recon_loss": F.mse_loss(recon.float(), feats.float())}

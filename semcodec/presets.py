@@ -1,0 +1,130 @@
+"""Named model configurations (the zoo), CompressAI-style.
+
+A :class:`CodecConfig` fixes everything a checkpoint needs to be rebuilt: the feature space the
+query tokenizer sees, the group-of-pictures layout and token counts, and the transformer sizes.
+``landiff`` is the paper exactly; the ``s128`` presets are small enough to train on a CPU.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    name: str
+    # --- feature space: what the query tokenizer sees (DESIGN.md §3)
+    features: str = "conv"            # "pixels" | "conv" | "backbone"
+    feature_dim: int = 256            # channels C of the B x T x h x w x C feature grid
+    patch: int = 16                   # pixels per feature cell along each axis
+    frame_size: tuple[int, int] = (128, 192)   # nominal working H x W (pixels), multiples of patch
+    short_side: int = 128             # video frames are resized so their short side is this
+    max_long_side: int = 320          # ... and their long side at most this (then padded)
+    stem_channels: tuple[int, ...] = (64, 96)   # conv stem widths before the last stage
+    backbone_path: str | None = None  # local weights of a pretrained backbone ("backbone")
+    # --- group of pictures
+    fps: float = 4.0                  # semantic frame rate
+    group: int = 8                    # frames per group (frame 0 is the IFrame)
+    overlap: int | None = None        # frames shared by consecutive groups; None = round(0.2*group)
+    iframe_tokens: int = 224
+    pframe_tokens: int = 128
+    # --- quantizer
+    codebook_size: int = 2048
+    codebook_dim: int = 16
+    # --- transformer
+    width: int = 256
+    heads: int = 4
+    enc_layers: int = 4
+    dec_layers: int = 4
+    mlp_ratio: float = 2.0
+    rope_split: tuple[int, int, int] = (16, 24, 24)   # head dim split t:h:w
+    rope_theta: float = 10000.0
+
+    def __post_init__(self):
+        if self.overlap is None:
+            object.__setattr__(self, "overlap", round(0.2 * self.group))
+        if sum(self.rope_split) != self.width // self.heads:
+            raise ValueError(f"rope_split {self.rope_split} must sum to the head dim {self.width // self.heads}")
+        if any(s % 2 for s in self.rope_split):
+            raise ValueError("each rope_split part must be even")
+        if not 0 <= self.overlap < self.group:
+            raise ValueError(f"overlap must be in [0, group), got {self.overlap}")
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Nominal feature grid h x w for ``frame_size``."""
+        return self.frame_size[0] // self.patch, self.frame_size[1] // self.patch
+
+    @property
+    def tokens_per_group(self) -> int:
+        return self.iframe_tokens + (self.group - 1) * self.pframe_tokens
+
+    def tokens_for_frames(self, t: int) -> int:
+        """Token count of a group holding ``t`` valid frames (a short last group)."""
+        return self.iframe_tokens + (t - 1) * self.pframe_tokens
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Stream rate with overlap: one group per (group - overlap) frames."""
+        return self.tokens_per_group * self.fps / (self.group - self.overlap)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CodecConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
+        return cls(**d)
+
+    def replace(self, **kw) -> "CodecConfig":
+        return dataclasses.replace(self, **kw)
+
+
+_PRESETS: dict[str, CodecConfig] = {}
+
+
+def register_preset(cfg: CodecConfig) -> CodecConfig:
+    _PRESETS[cfg.name] = cfg
+    return cfg
+
+
+def get_preset(name: str) -> CodecConfig:
+    """The named configuration; ``ValueError`` naming the known ones otherwise."""
+    try:
+        return _PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset '{name}' (known: {', '.join(sorted(_PRESETS))})") from None
+
+
+def list_presets() -> list[str]:
+    return sorted(_PRESETS)
+
+
+# The paper: Theia features (30 x 45 x 768 from a 480 x 720 frame), 13 frames at ~2 fps,
+# 330 IFrame + 12 x 74 PFrame tokens, 2048 x 16 cosine codebook, 12+12 layers of width 768.
+register_preset(CodecConfig(
+    name="landiff", features="backbone", feature_dim=768, patch=16, frame_size=(480, 720),
+    short_side=480, max_long_side=720, fps=2.0, group=13, iframe_tokens=330, pframe_tokens=74,
+    codebook_size=2048, codebook_dim=16, width=768, heads=12, enc_layers=12, dec_layers=12,
+    mlp_ratio=4.0, rope_split=(16, 24, 24),
+))
+
+# The shipped default: 128 px short side, conv stem/head to a 8 x (W/16) grid, 4 semantic fps,
+# groups of 8 frames overlapping by 2 -> one group per 1.5 s, (224 + 7 x 128) / 1.5 = 747 tokens/s.
+register_preset(CodecConfig(name="s128"))
+
+# Same tokenizer over raw 16 x 16 pixel patches (no learned stem): the pure-transformer baseline.
+register_preset(CodecConfig(name="s128-pixels", features="pixels", feature_dim=768))
+
+# A very small model for tests and smoke runs.
+register_preset(CodecConfig(
+    name="tiny", features="conv", feature_dim=64, frame_size=(32, 48), short_side=32,
+    max_long_side=64, stem_channels=(16, 32), fps=6.0, group=4, iframe_tokens=8, pframe_tokens=4,
+    codebook_size=64, codebook_dim=8, width=64, heads=2, enc_layers=2, dec_layers=2,
+    rope_split=(8, 12, 12),
+))

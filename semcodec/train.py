@@ -1,0 +1,342 @@
+"""Train a codec: ``semcodec train --preset P --data SRC... --out RUN_DIR`` or
+``torchrun --nproc-per-node N -m semcodec.train ...`` (DDP: gloo on CPU, NCCL on GPU).
+
+What a run directory holds:
+- ``ckpt/`` the latest checkpoint: ``model.safetensors`` (weights, config, content hash),
+  ``ema.safetensors``, ``optim.safetensors`` (AdamW moments, its hyper-parameters in metadata)
+  and ``state.json`` (step, arguments); written to a temporary folder and renamed, so a run
+  killed at any moment (SIGKILL included) resumes from its last complete checkpoint;
+- ``log.jsonl`` one line per logged step (loss, PSNR, codebook usage and perplexity, speed) and
+  per validation; on resume, lines past the checkpoint's step are dropped so the curve continues;
+- ``train.png`` the curves; ``final.safetensors`` the EMA weights in float16 when the run ends.
+
+Resume is exact: the batch of step s on rank r is drawn from a generator seeded by (seed, s, r),
+and dead-code re-seeding uses a generator seeded by (seed, s), so no hidden RNG state is needed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from .checkpoint import atomic_save_file, save_checkpoint
+from .model.video_tokenizer import VideoTokenizer
+from .presets import CodecConfig, get_preset
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="semcodec train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="s128")
+    p.add_argument("--data", nargs="+", required=True, help="video files, folders of videos/photos, or 'synth'")
+    p.add_argument("--weights", type=float, nargs="+", help="sampling weight per --data source")
+    p.add_argument("--out", required=True, help="run directory (resumed if it holds a checkpoint)")
+    p.add_argument("--steps", type=int, default=10000)
+    p.add_argument("--batch", type=int, default=1, help="groups per step and process")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--ema", type=float, default=0.8, help="EMA decay of the weights (the paper: 0.8)")
+    p.add_argument("--recon-weight", type=float, default=1.0)
+    p.add_argument("--commit-weight", type=float, default=1.0)
+    p.add_argument("--widths", type=int, nargs="+", help="training frame widths (default: the preset's)")
+    p.add_argument("--reseed-every", type=int, default=50, help="dead-code re-seeding interval (0: never)")
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--val", nargs="*", default=[], help="held-out videos for validation PSNR")
+    p.add_argument("--val-every", type=int, default=250)
+    p.add_argument("--val-groups", type=int, default=2, help="groups per validation clip")
+    p.add_argument("--ckpt-every", type=int, default=100)
+    p.add_argument("--max-minutes", type=float, default=0, help="stop (with a checkpoint) after this long")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: leave)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--config", help="JSON of CodecConfig fields overriding the preset")
+    return p.parse_args(argv)
+
+
+# ------------------------------------------------------------------ distributed
+def setup_dist():
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    if dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+        dev = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}") if torch.cuda.is_available() else torch.device("cpu")
+    else:
+        rank, world = 0, 1
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return rank, world, dev
+
+
+# ------------------------------------------------------------------ data
+class Batches:
+    def __init__(self, sources, weights, cfg: CodecConfig, widths, batch: int, seed: int):
+        self.sources, self.cfg, self.widths, self.batch, self.seed = sources, cfg, widths, batch, seed
+        w = np.array(weights if weights else [1.0] * len(sources), dtype=np.float64)
+        if len(w) != len(sources):
+            raise ValueError(f"--weights has {len(w)} values for {len(sources)} sources")
+        self.p = w / w.sum()
+
+    def __call__(self, step: int, rank: int) -> torch.Tensor:
+        """Batch of ``step`` for ``rank``: ``B x G x H x W x 3`` float in [-1, 1]."""
+        width = self.widths[np.random.default_rng([self.seed, step]).integers(len(self.widths))]
+        rng = np.random.default_rng([self.seed, step, rank, 1])
+        size = (self.cfg.short_side, width)
+        clips = [self.sources[rng.choice(len(self.sources), p=self.p)].sample(rng, self.cfg.group, size)
+                 for _ in range(self.batch)]
+        return torch.from_numpy(np.stack(clips)).float() / 127.5 - 1
+
+
+def load_val_clips(paths, cfg: CodecConfig, groups: int):
+    """First ``groups`` groups of semantic frames of each clip, at the model geometry."""
+    from .video import Geometry, iter_semantic_frames, probe, to_model
+    out = []
+    for p in paths:
+        info = probe(p)
+        geo = Geometry.fit((info.height, info.width), cfg.short_side, cfg.max_long_side, cfg.patch)
+        frames = []
+        for f in iter_semantic_frames(p, info, cfg.fps):
+            frames.append(f)
+            if len(frames) == groups * cfg.group:
+                break
+        x = to_model(np.stack(frames), geo)
+        n = len(x) // cfg.group * cfg.group or len(x)
+        clips = x[:n].reshape(-1, min(cfg.group, n), *x.shape[1:])
+        out.append((Path(p).stem, clips, geo))
+    return out
+
+
+@torch.no_grad()
+def validate(model: VideoTokenizer, val_clips) -> dict:
+    res = {}
+    for name, clips, geo in val_clips:
+        psnrs = []
+        for clip in clips:
+            rec = model.decode(model.encode(clip[None]), clip.shape[1:3])[0]
+            a = (rec[:, :geo.scaled[0], :geo.scaled[1]] + 1) * 127.5
+            b = (clip[:, :geo.scaled[0], :geo.scaled[1]] + 1) * 127.5
+            mse = ((a.round() - b.round()) ** 2).mean(dim=(1, 2, 3)).clamp(min=1e-10)
+            psnrs += (10 * torch.log10(255 ** 2 / mse)).tolist()
+        res[f"val_psnr_{name}"] = float(np.mean(psnrs))
+    return res
+
+
+# ------------------------------------------------------------------ checkpoints
+def _optim_tensors(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
+    sd = opt.state_dict()
+    tensors = {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            tensors[f"{pid}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
+    return tensors, {"param_groups": sd["param_groups"]}
+
+
+def _load_optim(opt: torch.optim.Optimizer, path: Path) -> None:
+    from safetensors import safe_open
+    tensors = load_file(str(path))
+    with safe_open(str(path), "pt") as f:
+        groups = json.loads(f.metadata()["param_groups"])
+    state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        pid, k = key.split(".", 1)
+        state.setdefault(int(pid), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def save_run(out: Path, step: int, model, ema: dict, opt, cfg: CodecConfig, args) -> None:
+    tmp = out / f".ckpt-{step}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_checkpoint(model, cfg, tmp / "model.safetensors", extra={"step": step})
+    atomic_save_file({k: v.contiguous() for k, v in ema.items()}, tmp / "ema.safetensors", {"step": str(step)})
+    t, meta = _optim_tensors(opt)
+    atomic_save_file(t, tmp / "optim.safetensors", {k: json.dumps(v) for k, v in meta.items()})
+    (tmp / "state.json").write_text(json.dumps({"step": step, "args": vars(args), "config": cfg.to_dict()}, indent=1))
+    final = out / "ckpt"
+    old = out / ".ckpt-old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)        # the rename is the commit point
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def find_checkpoint(out: Path) -> Path | None:
+    for name in ("ckpt", ".ckpt-old"):      # .ckpt-old survives a kill between the two renames
+        d = out / name
+        if (d / "state.json").exists():
+            return d
+    return None
+
+
+def truncate_log(log: Path, step: int) -> None:
+    if not log.exists():
+        return
+    keep = []
+    for line in log.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            pass                   # a line cut by the kill
+    log.write_text("".join(k + "\n" for k in keep))
+
+
+def plot_log(log: Path, png: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = [json.loads(l) for l in log.read_text().splitlines() if l.strip()]
+    tr = [r for r in rows if "loss" in r]
+    va = [r for r in rows if any(k.startswith("val_psnr") for k in r)]
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4))
+    if tr:
+        s = [r["step"] for r in tr]
+        ax[0].semilogy(s, [r["recon_loss"] for r in tr], label="recon")
+        ax[0].semilogy(s, [r["commit_loss"] for r in tr], label="commit")
+        ax[1].plot(s, [r["psnr"] for r in tr], label="train (batch)", alpha=0.5)
+        ax[2].plot(s, [r["perplexity"] for r in tr], label="perplexity")
+        ax[2].plot(s, [r["codes_used"] for r in tr], label="codes used")
+    for k in sorted({k for r in va for k in r if k.startswith("val_psnr")}):
+        ax[1].plot([r["step"] for r in va if k in r], [r[k] for r in va if k in r], "o-", label=k[9:])
+    for a, t in zip(ax, ("loss", "PSNR (dB)", "codebook")):
+        a.set_title(t)
+        a.set_xlabel("step")
+        a.legend()
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=80)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------ main loop
+def train(args) -> Path:
+    rank, world, dev = setup_dist()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = get_preset(args.preset)
+    if args.config:
+        cfg = cfg.replace(**json.loads(args.config))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from .data.sources import make_sources
+    batches = Batches(make_sources(args.data, cfg.fps), args.weights, cfg, args.widths or [cfg.frame_size[1]],
+                      args.batch, args.seed)
+
+    model = VideoTokenizer(cfg).to(dev)
+    model.tokenizer.set_attention_backend("auto")
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.99))
+    step = 0
+    ck = find_checkpoint(out)
+    if ck is not None:
+        model.load_state_dict(load_file(str(ck / "model.safetensors")))
+        _load_optim(opt, ck / "optim.safetensors")
+        ema = {k: v.to(dev) for k, v in load_file(str(ck / "ema.safetensors")).items()}
+        step = json.loads((ck / "state.json").read_text())["step"]
+    else:
+        with torch.no_grad():      # data-seeded codebook: every rank draws the same batch and seed
+            z = model.tokenizer.encoder(model.features.embed(batches(0, 0).to(dev)))
+            model.tokenizer.quantizer.init_from(z, torch.Generator().manual_seed(args.seed))
+        ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    log = out / "log.jsonl"
+    if rank == 0:
+        truncate_log(log, step)
+        if step:
+            print(f"resuming {out} at step {step}", file=sys.stderr)
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    val_clips = load_val_clips(args.val, cfg, args.val_groups) if (rank == 0 and args.val) else []
+
+    t_start, t_log, n_log = time.time(), time.time(), 0
+    acc = {"loss": 0.0, "recon_loss": 0.0, "commit_loss": 0.0, "psnr": 0.0}
+    from tqdm import tqdm
+    bar = tqdm(total=args.steps, initial=step, disable=rank != 0 or not sys.stderr.isatty(), desc="train")
+    while step < args.steps:
+        lr = args.lr * min(1.0, (step + 1) / args.warmup) if args.warmup else args.lr
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x = batches(step, rank).to(dev)
+        o = ddp(x)
+        loss = args.recon_weight * o["recon_loss"] + args.commit_weight * o["commit_loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        with torch.no_grad():
+            q = model.tokenizer.quantizer
+            if args.reseed_every and step % args.reseed_every == 0:
+                if rank == 0:
+                    q.reseed_dead_codes(o["z"].detach(), generator=torch.Generator().manual_seed(args.seed * 1000003 + step))
+                if world > 1:
+                    dist.broadcast(q.codebook.data, 0)
+                    dist.broadcast(q.usage, 0)
+            if world > 1:
+                dist.all_reduce(q.usage)
+                q.usage.div_(world)
+            for k, v in model.state_dict().items():
+                if v.is_floating_point():
+                    ema[k].mul_(args.ema).add_(v.detach(), alpha=1 - args.ema)
+                else:
+                    ema[k].copy_(v)
+        mse = F.mse_loss(o["video"].detach().float(), x.float()) if "video" in o else o["recon_loss"].detach()
+        acc["loss"] += loss.item()
+        acc["recon_loss"] += o["recon_loss"].item()
+        acc["commit_loss"] += o["commit_loss"].item()
+        acc["psnr"] += float(10 * torch.log10(4.0 / mse.clamp(min=1e-10)))
+        n_log += 1
+        bar.update(1)
+        if rank == 0 and (step % args.log_every == 0 or step == args.steps):
+            now = time.time()
+            row = {"step": step, **{k: v / n_log for k, v in acc.items()}, "lr": lr,
+                   "perplexity": q.perplexity(), "codes_used": int((q.usage > 1e-3 * q.usage.mean()).sum()),
+                   "steps_per_s": n_log / (now - t_log), "elapsed_s": now - t_start}
+            with log.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            bar.set_postfix(loss=f"{row['loss']:.4f}", psnr=f"{row['psnr']:.2f}")
+            acc = {k: 0.0 for k in acc}
+            t_log, n_log = now, 0
+        if rank == 0 and val_clips and (step % args.val_every == 0 or step == args.steps):
+            emodel = VideoTokenizer(cfg).to(dev).eval()
+            emodel.load_state_dict(ema)
+            with log.open("a") as f:
+                f.write(json.dumps({"step": step, **validate(emodel, val_clips)}) + "\n")
+        out_of_time = args.max_minutes and (time.time() - t_start) > 60 * args.max_minutes
+        if world > 1:
+            flag = torch.tensor([float(bool(out_of_time))])
+            dist.broadcast(flag, 0)
+            out_of_time = bool(flag.item())
+        if step % args.ckpt_every == 0 or step == args.steps or out_of_time:
+            if rank == 0:
+                save_run(out, step, model, ema, opt, cfg, args)
+                plot_log(log, out / "train.png")
+            if world > 1:
+                dist.barrier()
+        if out_of_time:
+            break
+    bar.close()
+    if rank == 0:
+        final = VideoTokenizer(cfg)
+        final.load_state_dict({k: v.cpu() for k, v in ema.items()})
+        save_checkpoint(final, cfg, out / "final.safetensors", dtype=torch.float16, extra={"step": step})
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return out
+
+
+def main(argv=None):
+    train(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""Video in and out with PyAV, and the geometry between a source and the model's frames.
+
+Frames are ``H x W x 3`` uint8 RGB. Semantic frame j is the source frame nearest to time
+``j / fps`` (frame-accurate, decoded in order, so memory stays bounded). The model sees frames
+scaled (keeping the aspect) so the short side is ``short_side`` and the long side at most
+``max_long_side``, then edge-padded to a multiple of the patch; :class:`Geometry` records it and
+undoes it on the way out.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class VideoError(Exception):
+    """A source that cannot be read as video (message is user-facing)."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int
+    height: int
+    fps: float
+    frames: int           # counted by decoding when the container does not say
+    duration: float
+
+
+def _open(path):
+    import av
+    p = Path(path)
+    if not p.exists():
+        raise VideoError(f"no such file: {path}")
+    if p.is_dir():
+        raise VideoError(f"is a directory, not a video: {path}")
+    if p.stat().st_size == 0:
+        raise VideoError(f"empty file: {path}")
+    try:
+        c = av.open(str(p))
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
+        raise VideoError(f"not a readable video: {path}") from e
+    if not c.streams.video:
+        c.close()
+        raise VideoError(f"no video stream in {path}")
+    return c
+
+
+def iter_frames(path) -> Iterator[np.ndarray]:
+    """Every decoded frame, ``H x W x 3`` uint8 RGB."""
+    import av
+    c = _open(path)
+    try:
+        stream = c.streams.video[0]
+        stream.thread_type = "AUTO"
+        for frame in c.decode(stream):
+            yield frame.to_ndarray(format="rgb24")
+    except av.error.FFmpegError as e:
+        raise VideoError(f"corrupt video data in {path}: {e}") from e
+    finally:
+        c.close()
+
+
+def probe(path) -> VideoInfo:
+    import av
+    c = _open(path)
+    try:
+        s = c.streams.video[0]
+        rate = s.average_rate or s.guessed_rate or Fraction(25)
+        fps = float(rate)
+        w, h = s.codec_context.width, s.codec_context.height
+        n = s.frames
+    finally:
+        c.close()
+    if not n:
+        n = sum(1 for _ in iter_frames(path))
+    if n == 0 or not w or not h:
+        raise VideoError(f"no decodable frames in {path}")
+    return VideoInfo(w, h, fps, n, n / fps)
+
+
+def semantic_frame_count(n_source: int, src_fps: float, fps: float) -> int:
+    """Semantic frames for a source of ``n_source`` frames: enough to span its duration."""
+    return max(1, math.ceil(n_source * fps / src_fps - 1e-9))
+
+
+def semantic_source_index(j: int, src_fps: float, fps: float, n_source: int) -> int:
+    return min(n_source - 1, int(round(j * src_fps / fps)))
+
+
+def iter_semantic_frames(path, info: VideoInfo, fps: float) -> Iterator[np.ndarray]:
+    """The source frames nearest to times j / fps, j = 0 .. semantic_frame_count - 1."""
+    n_sem = semantic_frame_count(info.frames, info.fps, fps)
+    want = [semantic_source_index(j, info.fps, fps, info.frames) for j in range(n_sem)]
+    j, last = 0, None
+    for i, frame in enumerate(iter_frames(path)):
+        last = frame
+        while j < n_sem and want[j] == i:
+            yield frame
+            j += 1
+        if j == n_sem:
+            return
+    while j < n_sem and last is not None:        # the container over-reported its frame count
+        yield last
+        j += 1
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Source size -> scaled size (aspect kept) -> padded size (multiple of the patch)."""
+    src: tuple[int, int]       # H, W
+    scaled: tuple[int, int]
+    padded: tuple[int, int]
+
+    @classmethod
+    def fit(cls, src_hw: tuple[int, int], short_side: int, max_long_side: int, patch: int) -> "Geometry":
+        h, w = src_hw
+        s = min(short_side / min(h, w), max_long_side / max(h, w))
+        sh, sw = max(1, round(h * s)), max(1, round(w * s))
+        ph, pw = math.ceil(sh / patch) * patch, math.ceil(sw / patch) * patch
+        return cls((h, w), (sh, sw), (ph, pw))
+
+    def to_dict(self):
+        return asdict(self)
+
+
+def resize(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``T x H x W x 3`` float -> ``T x h x w x 3`` (antialiased bilinear)."""
+    if tuple(frames.shape[1:3]) == tuple(size):
+        return frames
+    x = frames.permute(0, 3, 1, 2)
+    x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return x.permute(0, 2, 3, 1)
+
+
+def to_model(frames: np.ndarray, geo: Geometry) -> torch.Tensor:
+    """``T x H x W x 3`` uint8 -> ``T x ph x pw x 3`` float in [-1, 1] (scaled, edge-padded)."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).float() / 127.5 - 1
+    x = resize(x, geo.scaled)
+    dh, dw = geo.padded[0] - geo.scaled[0], geo.padded[1] - geo.scaled[1]
+    if dh or dw:
+        x = F.pad(x.permute(0, 3, 1, 2), (0, dw, 0, dh), mode="replicate").permute(0, 2, 3, 1)
+    return x
+
+
+def from_model(frames: torch.Tensor, geo: Geometry) -> torch.Tensor:
+    """``T x ph x pw x 3`` in [-1, 1] -> ``T x H x W x 3`` float in [0, 255] at the source size."""
+    x = frames[:, :geo.scaled[0], :geo.scaled[1]]
+    return resize((x.float() + 1) * 127.5, geo.src).clamp(0, 255)
+
+
+class VideoWriter:
+    """Writes frames to ``path`` atomically (temp file in the same folder, renamed on close).
+
+    The codec follows the extension: H.264 (yuv420p) for .mp4 / .mkv / .mov, VP9 for .webm.
+    Odd sizes (which 4:2:0 cannot hold) are written 4:4:4, so the output keeps the source size.
+    """
+
+    CODECS = {".mp4": "libx264", ".mkv": "libx264", ".mov": "libx264", ".webm": "libvpx-vp9", ".avi": "mpeg4"}
+
+    def __init__(self, path, fps: float, size: tuple[int, int], crf: int = 18):
+        import av
+        self.path = Path(path)
+        ext = self.path.suffix.lower()
+        if ext not in self.CODECS:
+            raise VideoError(f"unsupported output extension '{ext}' (use {', '.join(sorted(self.CODECS))})")
+        if not self.path.parent.is_dir():
+            raise VideoError(f"output folder does not exist: {self.path.parent}")
+        fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=ext)
+        os.close(fd)
+        self.size = size
+        self._c = av.open(self._tmp, mode="w")
+        rate = Fraction(fps).limit_denominator(1001)
+        self._s = self._c.add_stream(self.CODECS[ext], rate=rate)
+        self._s.height, self._s.width = size
+        odd = size[0] % 2 or size[1] % 2
+        self._s.pix_fmt = "yuv444p" if odd and self.CODECS[ext] == "libx264" else "yuv420p"
+        if self.CODECS[ext] == "libx264":
+            self._s.options = {"crf": str(crf), "preset": "medium"}
+        self._done = False
+
+    def write(self, frame: np.ndarray) -> None:
+        import av
+        for pkt in self._s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+            self._c.mux(pkt)
+
+    def close(self) -> None:
+        if self._done:
+            return
+        for pkt in self._s.encode():
+            self._c.mux(pkt)
+        self._c.close()
+        os.replace(self._tmp, self.path)
+        self._done = True
+
+    def abort(self) -> None:
+        if not self._done:
+            try:
+                self._c.close()
+            except Exception:
+                pass
+            Path(self._tmp).unlink(missing_ok=True)
+            self._done = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *a):
+        self.abort() if exc_type else self.close()
