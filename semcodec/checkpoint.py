@@ -11,6 +11,9 @@ import os
 import tempfile
 from pathlib import Path
 
+from dataclasses import dataclass, field
+
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -41,13 +44,32 @@ def atomic_save_file(tensors: dict, path: str | Path, metadata: dict[str, str]) 
         raise
 
 
+PRIOR_KEY = "entropy.token_counts"     # int64 K: token frequencies on the training data
+
+
+@dataclass
+class Checkpoint:
+    model: torch.nn.Module          # VideoTokenizer, float32, eval mode
+    config: CodecConfig
+    content_hash: str
+    token_counts: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
 def save_checkpoint(model: torch.nn.Module, config: CodecConfig, path: str | Path, dtype: torch.dtype | None = None,
-                    extra: dict | None = None) -> str:
-    """Write ``model.state_dict()`` (optionally cast to ``dtype``), return the content hash."""
+                    extra: dict | None = None, token_counts: np.ndarray | None = None) -> str:
+    """Write ``model.state_dict()`` (optionally cast to ``dtype``) and, when given, the entropy
+    prior ``token_counts``; return the content hash (which covers both)."""
     state = {}
     for k, v in model.state_dict().items():
         v = v.detach().cpu().contiguous()
         state[k] = v.to(dtype) if (dtype is not None and v.is_floating_point()) else v
+    if token_counts is not None:
+        state[PRIOR_KEY] = torch.as_tensor(np.asarray(token_counts, dtype=np.int64))
     digest = content_hash(state)
     meta = {"format": FORMAT, "config": config.to_json(), "content_hash": digest,
             "extra": json.dumps(extra or {}, sort_keys=True)}
@@ -63,8 +85,7 @@ def read_metadata(path: str | Path) -> dict:
     return meta
 
 
-def load_checkpoint(path: str | Path, map_location="cpu", verify: bool = True):
-    """-> (model: VideoTokenizer in float32, eval mode, config, content hash)."""
+def load_checkpoint(path: str | Path, map_location="cpu", verify: bool = True) -> Checkpoint:
     from .model.video_tokenizer import VideoTokenizer
     meta = read_metadata(path)
     config = CodecConfig.from_dict(json.loads(meta["config"]))
@@ -72,6 +93,8 @@ def load_checkpoint(path: str | Path, map_location="cpu", verify: bool = True):
     digest = meta["content_hash"]
     if verify and content_hash(state) != digest:
         raise ValueError(f"{path}: weights do not match their content hash (corrupt file)")
+    counts = state.pop(PRIOR_KEY, None)
     model = VideoTokenizer(config)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    return model.to(map_location).eval(), config, digest
+    return Checkpoint(model.to(map_location).eval(), config, digest,
+                      None if counts is None else counts.numpy(), meta)

@@ -58,19 +58,21 @@ def fade_weights(g: Group, plan_len: int, overlap: int) -> np.ndarray:
 
 
 class CrossFader:
-    """Streaming overlap-add: ``push(group, frames)`` with groups in order yields
+    """Streaming overlap-add: ``push(group, frames)`` with consecutive groups yields
     ``(frame_number, frame)`` pairs as soon as no later group can touch them; ``flush()`` ends.
-    Memory holds at most one overlap's worth of frames."""
+    Weights always follow the whole ``plan``, so decoding a span of groups gives the same frames
+    as a full decode wherever every group touching a frame was pushed. Memory holds at most one
+    overlap's worth of frames."""
 
     def __init__(self, plan: list[Group], overlap: int):
         self.plan, self.overlap = plan, overlap
         self._acc: dict[int, tuple[np.ndarray, float]] = {}
-        self._next = 0
+        self._next: int | None = None
 
     def push(self, g: Group, frames: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
-        if g.index != self._next:
+        if self._next is not None and g.index != self._next:
             raise ValueError(f"groups must be pushed in order: expected {self._next}, got {g.index}")
-        self._next += 1
+        self._next = g.index + 1
         w = fade_weights(g, len(self.plan), self.overlap)
         for j in range(g.valid):
             n = g.start + j

@@ -1,0 +1,160 @@
+"""The ``semcodec`` command line.
+
+Every user mistake ends with one line ``error: ...`` on stderr and exit status 1 (2 for a usage
+error), never a traceback, never a partial output file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+EXAMPLES = """
+\b
+Examples:
+  semcodec encode video.mp4 -o tokens.bin
+  semcodec decode tokens.bin -o recon.mp4
+  semcodec decode tokens.bin -o clip.mp4 --start 2 --end 5
+  semcodec info tokens.bin --json
+"""
+
+
+class UserError(Exception):
+    pass
+
+
+def _user_errors():
+    from .bitstream import BitstreamError
+    from .codec import CodecError
+    from .video import VideoError
+    from .zoo import ModelError
+    return (BitstreamError, CodecError, VideoError, ModelError, UserError)
+
+
+def _progress(total: int, desc: str):
+    """A tqdm bar on a terminal, nothing otherwise; returns (callback, close)."""
+    from tqdm import tqdm
+    bar = tqdm(total=total, desc=desc, unit="group", disable=not sys.stderr.isatty(), leave=False)
+    return (lambda _rec: bar.update(1)), bar.close
+
+
+def _check_output(path: str) -> None:
+    parent = Path(path).resolve().parent
+    if not parent.is_dir():
+        raise UserError(f"output folder does not exist: {parent}")
+    if Path(path).is_dir():
+        raise UserError(f"output is a directory: {path}")
+
+
+@click.group(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="semcodec")
+def cli():
+    """semcodec: a semantic video codec (LanDiff tokenizer): video <-> a few hundred tokens per second."""
+
+
+@cli.command(epilog=EXAMPLES)
+@click.argument("src", type=click.Path(dir_okay=True))
+@click.option("-o", "--output", "dst", required=True, help="token stream to write (tokens.bin)")
+@click.option("--model", default=None, help="shipped model name or checkpoint path [default: s128]")
+@click.option("--entropy", type=click.Choice(["adaptive", "prior", "fixed"]), default="adaptive", show_default=True,
+              help="entropy coding of token ids")
+@click.option("--device", default=None, help="torch device [default: cuda if available, else cpu]")
+def encode(src, dst, model, entropy, device):
+    """Encode a video (any container FFmpeg reads) into a token stream."""
+    from .codec import Codec
+    from .gop import plan_groups
+    from .video import probe, semantic_frame_count
+    _check_output(dst)
+    info = probe(src)
+    codec = Codec.load(model, device)
+    n_sem = semantic_frame_count(info.frames, info.fps, codec.config.fps)
+    cb, close = _progress(len(plan_groups(n_sem, codec.config.group, codec.config.overlap)), "encode")
+    try:
+        codec.encode_file(src, dst, entropy=entropy, progress=cb)
+    finally:
+        close()
+
+
+@cli.command(epilog=EXAMPLES)
+@click.argument("src", type=click.Path(dir_okay=True))
+@click.option("-o", "--output", "dst", required=True, help="video to write (.mp4, .mkv, .mov, .webm)")
+@click.option("--start", type=float, default=None, help="first second to decode")
+@click.option("--end", type=float, default=None, help="second to stop at (exclusive)")
+@click.option("--model", default=None, help="model to decode with [default: the one named in the stream]")
+@click.option("--device", default=None)
+def decode(src, dst, start, end, model, device):
+    """Decode a token stream back to video at the source's size, frame rate and frame count."""
+    from .bitstream import read_header
+    from .codec import Codec
+    _check_output(dst)
+    header = read_header(src)
+    codec = Codec.load(model or header.model_name, device)
+    codec.check_stream(header)
+    span = codec.span(header, start, end)
+    cb, close = _progress(len(span.groups), "decode")
+    try:
+        codec.decode_file(src, dst, start=start, end=end, progress=cb)
+    finally:
+        close()
+
+
+@cli.command(epilog=EXAMPLES)
+@click.argument("src", type=click.Path(dir_okay=True))
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def info(src, as_json):
+    """Describe a token stream: model, duration, groups, tokens, rates."""
+    from .codec import stream_stats
+    s = stream_stats(src)
+    if as_json:
+        click.echo(json.dumps(s, indent=2))
+        return
+    src_ = s["source"]
+    click.echo(f"{s['file']}: model {s['model']} ({s['model_hash'][:12]})\n"
+               f"  source    {src_['width']}x{src_['height']} @ {src_['fps']:.3f} fps, {src_['frames']} frames, "
+               f"{s['duration_s']:.2f} s\n"
+               f"  groups    {s['groups']} x {s['group']} frames at {s['semantic_fps']:g} fps (overlap {s['overlap']}), "
+               f"{s['iframe_tokens']} I + {s['pframe_tokens']} P tokens\n"
+               f"  tokens    {s['tokens']} ({s['tokens_per_s']:.1f} tokens/s)\n"
+               f"  entropy   {s['entropy']}: {s['bits_per_token']:.3f} bits/token, {s['kbit_per_s']:.2f} kbit/s, "
+               f"{s['bytes']} bytes")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
+@click.pass_context
+def train(ctx):
+    """Train a codec (see `semcodec train --help`)."""
+    from .train import main as train_main
+    train_main(ctx.args)
+
+
+def main(argv=None) -> int:
+    errors = _user_errors()
+    try:
+        cli.main(args=argv, prog_name="semcodec", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        return 1
+    except click.UsageError as e:
+        click.echo(f"error: {e.format_message()}", err=True)
+        return 2
+    except errors as e:
+        click.echo(f"error: {e}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        return 130
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,216 @@
+"""Video file <-> token stream, group by group (the codec proper).
+
+encode: source frames -> semantic frames (nearest in time, ``fps`` of the model) -> model geometry
+(scaled, edge-padded) -> groups of G frames overlapping by O -> token ids -> ``tokens.bin``.
+decode: token ids -> frames per group -> linear cross-fade of overlaps -> source size -> source
+frame rate by linear blending of the two nearest semantic frames -> H.264 MP4 (or what the
+extension asks for).
+
+Both directions stream: at most one group of frames (plus one overlap) is held in memory, so peak
+memory does not grow with the length of the video.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from .bitstream import BitstreamError, GroupRecord, StreamHeader, StreamReader, StreamWriter, read_header
+from .checkpoint import Checkpoint
+from .gop import CrossFader, Group, plan_groups
+from .video import (Geometry, VideoInfo, VideoWriter, from_model, iter_semantic_frames, probe,
+                    semantic_frame_count, to_model)
+from .zoo import ModelError, load_model
+
+
+class CodecError(ValueError):
+    """A request the codec cannot honour (message is user-facing)."""
+
+
+@dataclass(frozen=True)
+class Span:
+    """Source frames [first, stop) and the semantic frames / groups needed to make them."""
+    first: int
+    stop: int
+    groups: list[Group]
+
+
+class Codec:
+    """A loaded model ready to encode and decode.
+
+    ``Codec.load(None)`` is the shipped default; ``Codec.load("s128")`` a shipped model by name;
+    ``Codec.load("run/final.safetensors")`` any checkpoint.
+    """
+
+    def __init__(self, ckpt: Checkpoint, device="cpu"):
+        self.ckpt, self.config, self.device = ckpt, ckpt.config, torch.device(device)
+        self.model = ckpt.model.to(self.device).eval()
+
+    @classmethod
+    def load(cls, model: str | Path | None = None, device: str | None = None) -> "Codec":
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return cls(load_model(model, device), device)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def content_hash(self) -> str:
+        return self.ckpt.content_hash
+
+    # ------------------------------------------------------------------ tokens <-> frames
+    def geometry(self, height: int, width: int) -> Geometry:
+        c = self.config
+        return Geometry.fit((height, width), c.short_side, c.max_long_side, c.patch)
+
+    @torch.inference_mode()
+    def encode_group(self, frames: torch.Tensor) -> np.ndarray:
+        """``T x h x w x 3`` float in [-1, 1] at the model geometry -> token ids (int64)."""
+        return self.model.encode(frames[None].to(self.device))[0].cpu().numpy().astype(np.int64)
+
+    @torch.inference_mode()
+    def decode_group(self, tokens: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+        """token ids -> ``T x h x w x 3`` float in [-1, 1] at the padded model size."""
+        idx = torch.as_tensor(np.asarray(tokens, dtype=np.int64), device=self.device)[None]
+        return self.model.decode(idx, size)[0].float().cpu()
+
+    def iter_encode(self, src, info: VideoInfo | None = None) -> tuple[StreamHeader, Iterator[GroupRecord]]:
+        """The stream header (entropy mode still to be set) and a lazy iterator over coded groups."""
+        info = info or probe(src)
+        c = self.config
+        geo = self.geometry(info.height, info.width)
+        n_sem = semantic_frame_count(info.frames, info.fps, c.fps)
+        plan = plan_groups(n_sem, c.group, c.overlap)
+        header = StreamHeader(
+            model_name=c.name, model_hash=self.content_hash, src_fps=info.fps, src_width=info.width,
+            src_height=info.height, src_frames=info.frames, semantic_fps=c.fps, semantic_frames=n_sem,
+            scaled_height=geo.scaled[0], scaled_width=geo.scaled[1], padded_height=geo.padded[0],
+            padded_width=geo.padded[1], group=c.group, overlap=c.overlap, iframe_tokens=c.iframe_tokens,
+            pframe_tokens=c.pframe_tokens, codebook_size=c.codebook_size, n_groups=len(plan),
+            entropy_mode="fixed", entropy_params={})
+
+        def groups():
+            buf: dict[int, torch.Tensor] = {}
+            frames = iter_semantic_frames(src, info, c.fps)
+            j = 0
+            for g in plan:
+                while j < g.stop:
+                    buf[j] = to_model(next(frames)[None], geo)[0]
+                    j += 1
+                clip = torch.stack([buf[k] for k in range(g.start, g.stop)])
+                yield GroupRecord(g.index, g.start, g.valid, self.encode_group(clip))
+                for k in [k for k in buf if k < g.start + c.group - c.overlap]:
+                    del buf[k]
+        return header, groups()
+
+    def encode_file(self, src, dst, entropy: str = "adaptive", progress: Callable | None = None) -> StreamHeader:
+        """Encode video ``src`` to token stream ``dst`` (written atomically)."""
+        if entropy == "prior" and self.ckpt.token_counts is None:
+            raise CodecError(f"model '{self.name}' ships no token prior: use --entropy adaptive or fixed")
+        header, groups = self.iter_encode(src)
+        header = StreamHeader(**{**header.__dict__, "entropy_mode": entropy})
+        with StreamWriter(dst, header, prior_counts=self.ckpt.token_counts) as w:
+            for rec in groups:
+                w.write_group(rec)
+                if progress:
+                    progress(rec)
+        return header
+
+    # ------------------------------------------------------------------ decoding
+    def check_stream(self, header: StreamHeader) -> None:
+        if header.model_hash != self.content_hash:
+            raise CodecError(f"the stream was made by model '{header.model_name}' ({header.model_hash[:12]}), "
+                             f"not by the loaded model '{self.name}' ({self.content_hash[:12]})")
+
+    @staticmethod
+    def span(header: StreamHeader, start: float | None, end: float | None) -> Span:
+        """Source frames of [start, end) seconds and the groups that produce them."""
+        fps, n = header.src_fps, header.src_frames
+        first = 0 if start is None else min(n, max(0, math.ceil(start * fps - 1e-9)))
+        stop = n if end is None else min(n, max(0, math.ceil(end * fps - 1e-9)))
+        if stop <= first:
+            raise CodecError(f"empty span: --start {start} --end {end} holds no frame of a "
+                             f"{n / fps:.2f} s video")
+        k = header.semantic_fps / fps
+        j0 = min(header.semantic_frames - 1, math.floor(first * k))
+        j1 = min(header.semantic_frames - 1, math.floor((stop - 1) * k) + 1)
+        plan = plan_groups(header.semantic_frames, header.group, header.overlap)
+        return Span(first, stop, [g for g in plan if g.start <= j1 and g.stop > j0])
+
+    def iter_decode(self, reader: StreamReader, start: float | None = None, end: float | None = None,
+                    progress: Callable | None = None) -> Iterator[np.ndarray]:
+        """Source-size uint8 frames of [start, end) seconds, in order."""
+        h = reader.header
+        self.check_stream(h)
+        sp = self.span(h, start, end)
+        plan = plan_groups(h.semantic_frames, h.group, h.overlap)
+        geo = Geometry((h.src_height, h.src_width), (h.scaled_height, h.scaled_width), (h.padded_height, h.padded_width))
+        fader = CrossFader(plan, h.overlap)
+        k = h.semantic_fps / h.src_fps
+
+        def semantic_frames():
+            for g in sp.groups:
+                rec = reader.read_group(g.index)
+                if (rec.start, rec.valid) != (g.start, g.valid):
+                    raise BitstreamError(f"group {g.index} is at frames {rec.start}+{rec.valid}, "
+                                         f"the header's layout says {g.start}+{g.valid}")
+                frames = self.decode_group(rec.tokens, geo.padded).numpy()
+                if progress:
+                    progress(rec)
+                yield from fader.push(g, frames)
+            yield from fader.flush()
+
+        cache: dict[int, np.ndarray] = {}
+        sem = semantic_frames()
+        for i in range(sp.first, sp.stop):
+            u = i * k
+            a = min(h.semantic_frames - 1, math.floor(u))
+            b = min(h.semantic_frames - 1, a + 1)
+            while b not in cache:
+                j, f = next(sem)
+                cache[j] = from_model(torch.from_numpy(f).float()[None], geo)[0].numpy()
+            for j in [j for j in cache if j < a]:
+                del cache[j]
+            w = u - a if b != a else 0.0
+            out = cache[a] if w == 0 else cache[a] * (1 - w) + cache[b] * w
+            yield np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+    def decode_file(self, src, dst, start: float | None = None, end: float | None = None,
+                    progress: Callable | None = None, crf: int = 18) -> int:
+        """Decode token stream ``src`` to video ``dst`` (atomically); returns frames written."""
+        with StreamReader(src, prior_counts=self.ckpt.token_counts) as reader:
+            h = reader.header
+            self.check_stream(h)
+            n = 0
+            with VideoWriter(dst, h.src_fps, (h.src_height, h.src_width), crf=crf) as w:
+                for frame in self.iter_decode(reader, start, end, progress):
+                    w.write(frame)
+                    n += 1
+        return n
+
+
+def stream_stats(path) -> dict:
+    """What ``semcodec info`` reports: model, duration, groups, tokens, rates (no model needed)."""
+    h = read_header(path)
+    with StreamReader(path) as r:
+        payload = sum(r.group_sizes())
+    plan = plan_groups(h.semantic_frames, h.group, h.overlap)
+    tokens = sum(h.iframe_tokens + (g.valid - 1) * h.pframe_tokens for g in plan)
+    size = Path(path).stat().st_size
+    duration = h.src_frames / h.src_fps
+    return {
+        "file": str(path), "model": h.model_name, "model_hash": h.model_hash,
+        "source": {"width": h.src_width, "height": h.src_height, "fps": h.src_fps, "frames": h.src_frames},
+        "duration_s": duration, "semantic_fps": h.semantic_fps, "semantic_frames": h.semantic_frames,
+        "groups": h.n_groups, "group": h.group, "overlap": h.overlap,
+        "iframe_tokens": h.iframe_tokens, "pframe_tokens": h.pframe_tokens, "codebook_size": h.codebook_size,
+        "tokens": tokens, "tokens_per_s": tokens / duration,
+        "entropy": h.entropy_mode, "bytes": size, "payload_bytes": payload,
+        "bits_per_token": 8 * payload / tokens, "kbit_per_s": 8 * size / duration / 1000,
+    }

@@ -1,0 +1,38 @@
+"""Shipped models: ``semcodec/weights/NAME.safetensors``, found by name; or any checkpoint path."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .checkpoint import Checkpoint, load_checkpoint
+from .presets import list_presets
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_MODEL = "s128"
+
+
+class ModelError(ValueError):
+    """A model that cannot be found or loaded (message is user-facing)."""
+
+
+def shipped_models() -> list[str]:
+    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))
+
+
+def load_model(model: str | Path | None = None, device="cpu") -> Checkpoint:
+    """``model``: None (the default), a shipped model name, or a path to a checkpoint."""
+    model = str(model or DEFAULT_MODEL)
+    path = Path(model)
+    if path.suffix == ".safetensors" or path.exists():
+        if not path.is_file():
+            raise ModelError(f"no such model file: {model}")
+    elif model in shipped_models():
+        path = WEIGHTS_DIR / f"{model}.safetensors"
+    elif model in list_presets():
+        raise ModelError(f"model '{model}' is a preset with no shipped weights (shipped: "
+                         f"{', '.join(shipped_models()) or 'none'}); train one with `semcodec train --preset {model}`")
+    else:
+        raise ModelError(f"unknown model '{model}' (shipped: {', '.join(shipped_models()) or 'none'})")
+    try:
+        return load_checkpoint(path, map_location=device)
+    except (ValueError, OSError) as e:
+        raise ModelError(f"cannot load model {path}: {e}") from e
