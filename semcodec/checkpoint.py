@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from dataclasses import dataclass, field
@@ -18,6 +16,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from .atomic import atomic_path
 from .presets import CodecConfig
 
 FORMAT = "semcodec-checkpoint-1"
@@ -33,15 +32,8 @@ def content_hash(state: dict[str, torch.Tensor]) -> str:
 
 
 def atomic_save_file(tensors: dict, path: str | Path, metadata: dict[str, str]) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 PRIOR_KEY = "entropy.token_counts"     # int64 K: token frequencies on the training data

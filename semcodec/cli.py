@@ -15,6 +15,7 @@ import click
 EXAMPLES = """
 \b
 Examples:
+  semcodec sample -o video.mp4             # a 4 s clip to try things on
   semcodec encode video.mp4 -o tokens.bin
   semcodec decode tokens.bin -o recon.mp4
   semcodec decode tokens.bin -o clip.mp4 --start 2 --end 5
@@ -120,6 +121,18 @@ def info(src, as_json):
                f"  tokens    {s['tokens']} ({s['tokens_per_s']:.1f} tokens/s)\n"
                f"  entropy   {s['entropy']}: {s['bits_per_token']:.3f} bits/token, {s['kbit_per_s']:.2f} kbit/s, "
                f"{s['bytes']} bytes")
+
+
+@cli.command()
+@click.option("-o", "--output", "dst", default="sample.mp4", show_default=True, help="where to write the clip")
+def sample(dst):
+    """Write the shipped sample clip (4 s of Big Buck Bunny, 320x180, CC-BY Blender Foundation)."""
+    import shutil
+    from .atomic import atomic_path
+    _check_output(dst)
+    with atomic_path(dst, suffix=Path(dst).suffix) as tmp:
+        shutil.copyfile(Path(__file__).parent / "data" / "samples" / "sample.mp4", tmp)
+    click.echo(dst)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})

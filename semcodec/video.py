@@ -9,8 +9,6 @@ undoes it on the way out.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -19,6 +17,8 @@ from typing import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .atomic import commit, temp_beside
 
 
 class VideoError(Exception):
@@ -173,8 +173,7 @@ class VideoWriter:
             raise VideoError(f"unsupported output extension '{ext}' (use {', '.join(sorted(self.CODECS))})")
         if not self.path.parent.is_dir():
             raise VideoError(f"output folder does not exist: {self.path.parent}")
-        fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=ext)
-        os.close(fd)
+        self._tmp = str(temp_beside(self.path, suffix=ext))
         self.size = size
         self._c = av.open(self._tmp, mode="w")
         rate = Fraction(fps).limit_denominator(1001)
@@ -197,7 +196,7 @@ class VideoWriter:
         for pkt in self._s.encode():
             self._c.mux(pkt)
         self._c.close()
-        os.replace(self._tmp, self.path)
+        commit(self._tmp, self.path)
         self._done = True
 
     def abort(self) -> None:
