@@ -193,6 +193,8 @@ def truncate_log(log: Path, step: int) -> None:
 
 
 def plot_log(log: Path, png: Path) -> None:
+    if not log.exists():
+        return
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -219,6 +221,21 @@ def plot_log(log: Path, png: Path) -> None:
     plt.close(fig)
 
 
+def check_replicas(model, out: Path, rank: int, world: int) -> None:
+    """Under DDP every replica must hold the same weights: gather their content hashes, record
+    them in ``replicas.json`` and stop loudly if they differ."""
+    if world == 1:
+        return
+    from .checkpoint import content_hash
+    mine = content_hash({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    hashes = [None] * world
+    dist.all_gather_object(hashes, mine)
+    if rank == 0:
+        (out / "replicas.json").write_text(json.dumps({"world": world, "hashes": hashes}, indent=1))
+    if len(set(hashes)) != 1:
+        raise RuntimeError(f"DDP replicas diverged: weight hashes {hashes}")
+
+
 # ------------------------------------------------------------------ main loop
 def train(args) -> Path:
     rank, world, dev = setup_dist()
@@ -233,6 +250,7 @@ def train(args) -> Path:
     batches = Batches(make_sources(args.data, cfg.fps), args.weights, cfg, args.widths or [cfg.frame_size[1]],
                       args.batch, args.seed)
 
+    torch.manual_seed(args.seed)
     model = VideoTokenizer(cfg).to(dev)
     model.tokenizer.set_attention_backend("auto")
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.99))
@@ -324,6 +342,7 @@ def train(args) -> Path:
         if out_of_time:
             break
     bar.close()
+    check_replicas(model, out, rank, world)
     if rank == 0:
         final = VideoTokenizer(cfg)
         final.load_state_dict({k: v.cpu() for k, v in ema.items()})
