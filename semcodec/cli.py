@@ -143,6 +143,13 @@ def train(ctx):
     train_main(ctx.args)
 
 
+def _os_message(e: OSError) -> str:
+    kinds = {FileNotFoundError: "no such file", IsADirectoryError: "is a directory",
+             PermissionError: "permission denied", NotADirectoryError: "not a directory"}
+    what = kinds.get(type(e)) or (e.strerror or str(e)).lower()
+    return f"{what}: {e.filename}" if e.filename else what
+
+
 def main(argv=None) -> int:
     errors = _user_errors()
     try:
@@ -157,6 +164,9 @@ def main(argv=None) -> int:
         return 2
     except errors as e:
         click.echo(f"error: {e}", err=True)
+        return 1
+    except OSError as e:           # a file the user named cannot be opened, read or written
+        click.echo(f"error: {_os_message(e)}", err=True)
         return 1
     except KeyboardInterrupt:
         click.echo("error: interrupted", err=True)

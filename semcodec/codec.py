@@ -11,8 +11,8 @@ memory does not grow with the length of the video.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -64,6 +64,12 @@ class Codec:
     def content_hash(self) -> str:
         return self.ckpt.content_hash
 
+    @property
+    def prior(self) -> np.ndarray | None:
+        """The token frequencies shipped with the model (None when it ships none)."""
+        c = self.ckpt.token_counts
+        return c if c is not None and c.sum() > 0 else None
+
     # ------------------------------------------------------------------ tokens <-> frames
     def geometry(self, height: int, width: int) -> Geometry:
         c = self.config
@@ -111,16 +117,16 @@ class Codec:
 
     def encode_file(self, src, dst, entropy: str = "adaptive", progress: Callable | None = None) -> StreamHeader:
         """Encode video ``src`` to token stream ``dst`` (written atomically)."""
-        if entropy == "prior" and self.ckpt.token_counts is None:
+        if entropy == "prior" and self.prior is None:
             raise CodecError(f"model '{self.name}' ships no token prior: use --entropy adaptive or fixed")
         header, groups = self.iter_encode(src)
-        header = StreamHeader(**{**header.__dict__, "entropy_mode": entropy})
-        with StreamWriter(dst, header, prior_counts=self.ckpt.token_counts) as w:
+        header = dataclasses.replace(header, entropy_mode=entropy)
+        with StreamWriter(dst, header, prior_counts=self.prior) as w:
             for rec in groups:
                 w.write_group(rec)
                 if progress:
                     progress(rec)
-        return header
+        return w.header
 
     # ------------------------------------------------------------------ decoding
     def check_stream(self, header: StreamHeader) -> None:
@@ -184,7 +190,7 @@ class Codec:
     def decode_file(self, src, dst, start: float | None = None, end: float | None = None,
                     progress: Callable | None = None, crf: int = 18) -> int:
         """Decode token stream ``src`` to video ``dst`` (atomically); returns frames written."""
-        with StreamReader(src, prior_counts=self.ckpt.token_counts) as reader:
+        with StreamReader(src, prior_counts=self.prior) as reader:
             h = reader.header
             self.check_stream(h)
             n = 0
@@ -200,8 +206,7 @@ def stream_stats(path) -> dict:
     h = read_header(path)
     with StreamReader(path) as r:
         payload = sum(r.group_sizes())
-    plan = plan_groups(h.semantic_frames, h.group, h.overlap)
-    tokens = sum(h.iframe_tokens + (g.valid - 1) * h.pframe_tokens for g in plan)
+    tokens = h.total_tokens
     size = Path(path).stat().st_size
     duration = h.src_frames / h.src_fps
     return {

@@ -52,6 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--commit-weight", type=float, default=1.0)
     p.add_argument("--widths", type=int, nargs="+", help="training frame widths (default: the preset's)")
     p.add_argument("--reseed-every", type=int, default=50, help="dead-code re-seeding interval (0: never)")
+    p.add_argument("--reseed-threshold", type=float, default=0.03,
+                   help="a code is dead when its usage EMA is below this fraction of the mean usage")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--val", nargs="*", default=[], help="held-out videos for validation PSNR")
     p.add_argument("--val-every", type=int, default=250)
@@ -294,7 +296,7 @@ def train(args) -> Path:
             q = model.tokenizer.quantizer
             if args.reseed_every and step % args.reseed_every == 0:
                 if rank == 0:
-                    q.reseed_dead_codes(o["z"].detach(), generator=torch.Generator().manual_seed(args.seed * 1000003 + step))
+                    q.reseed_dead_codes(o["z"].detach(), threshold=args.reseed_threshold, generator=torch.Generator().manual_seed(args.seed * 1000003 + step))
                 if world > 1:
                     dist.broadcast(q.codebook.data, 0)
                     dist.broadcast(q.usage, 0)
@@ -316,7 +318,7 @@ def train(args) -> Path:
         if rank == 0 and (step % args.log_every == 0 or step == args.steps):
             now = time.time()
             row = {"step": step, **{k: v / n_log for k, v in acc.items()}, "lr": lr,
-                   "perplexity": q.perplexity(), "codes_used": int((q.usage > 1e-3 * q.usage.mean()).sum()),
+                   "perplexity": q.perplexity(), "codes_used": int((q.usage > args.reseed_threshold * q.usage.mean()).sum()),
                    "steps_per_s": n_log / (now - t_log), "elapsed_s": now - t_start}
             with log.open("a") as f:
                 f.write(json.dumps(row) + "\n")
