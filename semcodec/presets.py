@@ -40,6 +40,7 @@ class CodecConfig:
     mlp_ratio: float = 2.0
     rope_split: tuple[int, int, int] = (16, 24, 24)   # head dim split t:h:w
     rope_theta: float = 10000.0
+    query_layout: str = "grid"        # RoPE positions of queries: "diagonal" (paper) or "grid"
 
     def __post_init__(self):
         if self.overlap is None:
@@ -111,7 +112,7 @@ register_preset(CodecConfig(
     name="landiff", features="backbone", feature_dim=768, patch=16, frame_size=(480, 720),
     short_side=480, max_long_side=720, fps=2.0, group=13, iframe_tokens=330, pframe_tokens=74,
     codebook_size=2048, codebook_dim=16, width=768, heads=12, enc_layers=12, dec_layers=12,
-    mlp_ratio=4.0, rope_split=(16, 24, 24),
+    mlp_ratio=4.0, rope_split=(16, 24, 24), query_layout="diagonal",
 ))
 
 # The shipped default: 128 px short side, conv stem/head to a 8 x (W/16) grid, 4 semantic fps,

@@ -155,3 +155,18 @@ def test_tiny_overfits_one_clip():
         losses.append(loss.item())
     first, last = np.mean(losses[:5]), np.mean(losses[-10:])
     assert last < first / 10, (first, last)
+
+
+@pytest.mark.parametrize("grid", [(8, 12), (8, 19), (30, 45)])
+def test_grid_query_positions_cover_their_frame(grid):
+    lay = TokenLayout(3, grid, 224, 128)
+    pos = lay.positions("grid")
+    q = pos[lay.n_visual:]
+    frames = [q[:224], q[224:352], q[352:]]
+    for k, f in enumerate(frames):
+        assert torch.all(f[:, 0] == k)                                     # at their frame's time
+        assert f[:, 1].min() >= -0.5 and f[:, 1].max() <= grid[0] - 0.5   # inside the grid
+        assert f[:, 2].min() >= -0.5 and f[:, 2].max() <= grid[1] - 0.5
+        assert len(torch.unique(f[:, 1:], dim=0)) == len(f)               # no two queries share a place
+    diag = lay.positions("diagonal")[lay.n_visual:]
+    assert torch.equal(diag[:, 0], torch.arange(lay.n_latent).float()) and torch.equal(diag[:, 0], diag[:, 2])

@@ -24,8 +24,8 @@ from .rope import apply_rope, rope_angles
 
 
 @functools.lru_cache(maxsize=64)
-def _rope_tables(layout: TokenLayout, split: tuple[int, int, int], theta: float):
-    ang = rope_angles(layout.positions(), split, theta)
+def _rope_tables(layout: TokenLayout, split: tuple[int, int, int], theta: float, query_layout: str):
+    ang = rope_angles(layout.positions(query_layout), split, theta)
     return ang.cos(), ang.sin()
 
 
@@ -66,7 +66,7 @@ class _Transformer(nn.Module):
         self.attn_backend = "auto"
 
     def run_blocks(self, x, layout: TokenLayout, role: str):
-        cos, sin = _rope_tables(layout, self.cfg.rope_split, self.cfg.rope_theta)
+        cos, sin = _rope_tables(layout, self.cfg.rope_split, self.cfg.rope_theta, self.cfg.query_layout)
         cos, sin = cos.to(x.device), sin.to(x.device)
         mask = get_mask(layout, role)
         for blk in self.blocks:
