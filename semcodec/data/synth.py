@@ -2,14 +2,27 @@
 
 A :class:`Scene` is drawn from a seed (:func:`random_scene`); :func:`render` turns it into frames
 ``T x H x W x 3`` uint8 at any size and frame rate, and :func:`caption` into one English sentence.
-Every attribute in the caption (shape, colour, size, direction, speed, background) is exactly
-what was drawn, so compositions ("a small red triangle moves left while a large blue circle
-moves up") can be tested.
+Every attribute in the caption is exactly what was drawn, so compositions ("a small red triangle
+moves left while a large blue star spins clockwise") can be tested:
+
+- shape (10): circle, square, triangle, diamond, ring, cross, star, heart, hexagon, crescent
+- colour (12), size (3: small, medium, large)
+- motion (8): moves / zigzags (speed + one of 8 directions), circles / spins (speed + clockwise or
+  counterclockwise), bounces (speed), grows, shrinks, stays still
+- speed (3: slowly, steadily, quickly)
+- background (7): plain, gradient, radial, stripes, checkerboard, dots, noise, in any colour;
+  textured backgrounds may scroll in one of 4 directions (a camera pan)
+- 1 to ``max_shapes`` shapes, drawn in caption order (later shapes cover earlier ones).
+
+:func:`write_clips` writes N clips as H.264 files plus ``captions.jsonl`` (what
+``semcodec dataset synth`` does).
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -18,13 +31,29 @@ COLOURS = {
     "orange": (240, 140, 30), "purple": (140, 60, 190), "pink": (240, 120, 180), "cyan": (40, 200, 210),
     "white": (245, 245, 245), "black": (20, 20, 20), "brown": (130, 80, 40), "gray": (128, 128, 128),
 }
-SHAPES = ("circle", "square", "triangle", "diamond", "ring", "cross")
+SHAPES = ("circle", "square", "triangle", "diamond", "ring", "cross", "star", "heart", "hexagon", "crescent")
+ROUND_SHAPES = ("circle", "ring")                            # spinning would not show
 SIZES = {"small": 0.12, "medium": 0.2, "large": 0.3}         # fraction of the short side
 DIRECTIONS = {"right": (1, 0), "left": (-1, 0), "down": (0, 1), "up": (0, -1),
               "down and to the right": (0.707, 0.707), "up and to the left": (-0.707, -0.707),
               "up and to the right": (0.707, -0.707), "down and to the left": (-0.707, 0.707)}
+ROTATIONS = {"clockwise": 1.0, "counterclockwise": -1.0}     # image y points down: +angle is clockwise
 SPEEDS = {"slowly": 0.1, "steadily": 0.25, "quickly": 0.5}    # fraction of the short side per second
-BACKGROUNDS = ("plain", "gradient", "stripes", "checkerboard", "noise")
+TURN_RATE = {"slowly": 0.25, "steadily": 0.5, "quickly": 1.0}  # turns per second (circles, spins)
+GROW_RATE = 0.35                                               # log-size change per second (grows, shrinks)
+# motion -> which attributes it takes: "direction" (DIRECTIONS), "rotation" (ROTATIONS), "speed"
+MOTIONS = {"moves": ("direction", "speed"), "zigzags": ("direction", "speed"), "circles": ("rotation", "speed"),
+           "spins": ("rotation", "speed"), "bounces": ("speed",), "grows": (), "shrinks": (), "stays still": ()}
+MOTION_WEIGHTS = {"moves": 0.4, "zigzags": 0.1, "circles": 0.1, "spins": 0.1, "bounces": 0.1, "grows": 0.07,
+                  "shrinks": 0.07, "stays still": 0.06}
+BACKGROUNDS = ("plain", "gradient", "radial", "stripes", "checkerboard", "dots", "noise")
+TEXTURED = ("stripes", "checkerboard", "dots", "noise")        # backgrounds that can scroll
+SCROLLS = ("left", "right", "up", "down")
+SCROLL_SPEED = 0.2                                             # fraction of the short side per second
+
+VOCABULARY = {"shape": list(SHAPES), "colour": list(COLOURS), "size": list(SIZES), "motion": list(MOTIONS),
+              "direction": list(DIRECTIONS), "rotation": list(ROTATIONS), "speed": list(SPEEDS),
+              "background": list(BACKGROUNDS), "scroll": ["static", *SCROLLS]}
 
 
 @dataclass
@@ -32,10 +61,12 @@ class Shape:
     shape: str
     colour: str
     size: str
-    direction: str
-    speed: str
+    direction: str     # a DIRECTIONS key (moves, zigzags), a ROTATIONS key (circles, spins), or ""
+    speed: str         # a SPEEDS key, or "" (grows, shrinks, stays still)
     x0: float          # start centre, fraction of width / height
     y0: float
+    motion: str = "moves"
+    phase: float = 0.0  # start angle in turns (circles, spins)
 
 
 @dataclass
@@ -44,53 +75,100 @@ class Scene:
     bg_colour: str
     shapes: list[Shape] = field(default_factory=list)
     seed: int = 0
+    scroll: str = "static"     # "static" or a SCROLLS direction (textured backgrounds only)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Scene":
+        d = dict(d)
+        d["shapes"] = [Shape(**s) for s in d.get("shapes", [])]
+        return cls(**d)
 
 
 def random_scene(seed: int, max_shapes: int = 3) -> Scene:
     rng = np.random.default_rng(seed)
     pick = lambda seq: seq[int(rng.integers(len(seq)))]
     bg_colour = pick(list(COLOURS))
+    motions, weights = list(MOTION_WEIGHTS), np.array(list(MOTION_WEIGHTS.values()))
     shapes = []
     for _ in range(int(rng.integers(1, max_shapes + 1))):
         colour = pick([c for c in COLOURS if c != bg_colour])
-        shapes.append(Shape(pick(SHAPES), colour, pick(list(SIZES)), pick(list(DIRECTIONS)), pick(list(SPEEDS)),
-                            float(rng.uniform(0.2, 0.8)), float(rng.uniform(0.2, 0.8))))
-    return Scene(pick(BACKGROUNDS), bg_colour, shapes, seed)
+        motion = motions[int(rng.choice(len(motions), p=weights / weights.sum()))]
+        kind = pick([s for s in SHAPES if not (motion == "spins" and s in ROUND_SHAPES)])
+        takes = MOTIONS[motion]
+        direction = pick(list(DIRECTIONS)) if "direction" in takes else \
+            pick(list(ROTATIONS)) if "rotation" in takes else ""
+        speed = pick(list(SPEEDS)) if "speed" in takes else ""
+        shapes.append(Shape(kind, colour, pick(list(SIZES)), direction, speed, float(rng.uniform(0.2, 0.8)),
+                            float(rng.uniform(0.2, 0.8)), motion, float(rng.uniform(0, 1))))
+    background = pick(BACKGROUNDS)
+    scroll = pick(SCROLLS) if background in TEXTURED and rng.random() < 0.3 else "static"
+    return Scene(background, bg_colour, shapes, seed, scroll)
+
+
+def _phrase(s: Shape) -> str:
+    m = s.motion
+    if m in ("moves", "zigzags"):
+        verb = f"{m} {s.speed} {s.direction}"
+    elif m in ("circles", "spins"):
+        verb = f"{m} {s.speed} {s.direction}"
+    elif m == "bounces":
+        verb = f"bounces {s.speed}"
+    else:
+        verb = m
+    return f"a {s.size} {s.colour} {s.shape} {verb}"
 
 
 def caption(scene: Scene) -> str:
-    parts = [f"a {s.size} {s.colour} {s.shape} moves {s.speed} {s.direction}" for s in scene.shapes]
+    parts = [_phrase(s) for s in scene.shapes]
     body = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " while " + parts[-1]
     bg = f"a plain {scene.bg_colour}" if scene.background == "plain" else f"a {scene.bg_colour} {scene.background}"
-    return f"{body[0].upper()}{body[1:]} on {bg} background."
+    tail = "" if scene.scroll == "static" else f" scrolling {scene.scroll}"
+    return f"{body[0].upper()}{body[1:]} on {bg} background{tail}."
 
 
-def _background(scene: Scene, h: int, w: int) -> np.ndarray:
+def _background(scene: Scene, h: int, w: int, ox: float = 0.0, oy: float = 0.0) -> np.ndarray:
+    """The background, its texture shifted by (ox, oy) pixels (a scrolling camera)."""
     c = np.array(COLOURS[scene.bg_colour], dtype=np.float32)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    xx, yy = xx - ox, yy - oy
     s = min(h, w)
-    if scene.background == "plain":
+    b = scene.background
+    if b == "plain":
         a = np.ones((h, w), np.float32)
-    elif scene.background == "gradient":
-        a = 0.35 + 0.65 * xx / max(w - 1, 1)
-    elif scene.background == "stripes":
+    elif b == "gradient":
+        a = 0.35 + 0.65 * (xx + ox) / max(w - 1, 1)
+    elif b == "radial":
+        r = np.hypot(xx + ox - (w - 1) / 2, yy + oy - (h - 1) / 2) / (0.5 * math.hypot(h, w))
+        a = 1.0 - 0.6 * np.clip(r, 0, 1)
+    elif b == "stripes":
         a = 0.55 + 0.45 * (np.sin(2 * np.pi * xx / (0.15 * s)) > 0)
-    elif scene.background == "checkerboard":
+    elif b == "checkerboard":
         a = 0.55 + 0.45 * (((xx // (0.125 * s)) + (yy // (0.125 * s))) % 2)
-    else:  # smooth value noise, deterministic in the seed
+    elif b == "dots":
+        p = 0.16 * s
+        d = np.hypot((xx % p) - p / 2, (yy % p) - p / 2)
+        a = np.where(d <= 0.25 * p, 0.5, 1.0)
+    else:  # smooth periodic value noise, deterministic in the seed
         rng = np.random.default_rng(scene.seed + 7)
         coarse = rng.uniform(0.4, 1.0, size=(6, 6)).astype(np.float32)
-        ys, xs = np.linspace(0, 5, h), np.linspace(0, 5, w)
-        a = np.array([np.interp(xs, np.arange(6), row) for row in coarse])
-        a = np.array([np.interp(ys, np.arange(6), col) for col in a.T]).T
+        cell = s / 3.0
+        u, v = (xx / cell) % 6, (yy / cell) % 6
+        i0, j0 = np.floor(u).astype(int), np.floor(v).astype(int)
+        fu, fv = u - i0, v - j0
+        i1, j1 = (i0 + 1) % 6, (j0 + 1) % 6
+        a = (coarse[j0, i0] * (1 - fu) * (1 - fv) + coarse[j0, i1] * fu * (1 - fv)
+             + coarse[j1, i0] * (1 - fu) * fv + coarse[j1, i1] * fu * fv)
     return a[..., None] * c
 
 
-def _shape_mask(kind: str, xx, yy, cx, cy, r) -> np.ndarray:
+def _shape_mask(kind: str, xx, yy, cx, cy, r, angle: float = 0.0) -> np.ndarray:
     dx, dy = xx - cx, yy - cy
+    if angle:
+        ca, sa = math.cos(angle), math.sin(angle)
+        dx, dy = ca * dx + sa * dy, -sa * dx + ca * dy
     if kind == "circle":
         return dx ** 2 + dy ** 2 <= r ** 2
     if kind == "square":
@@ -104,25 +182,79 @@ def _shape_mask(kind: str, xx, yy, cx, cy, r) -> np.ndarray:
         return (d <= r ** 2) & (d >= (0.55 * r) ** 2)
     if kind == "cross":
         return ((abs(dx) <= r * 0.3) & (abs(dy) <= r)) | ((abs(dy) <= r * 0.3) & (abs(dx) <= r))
+    if kind == "star":     # five points: radius between 0.45 r and r with the angle
+        th = np.arctan2(dy, dx) + np.pi / 2
+        k = np.abs(((th * 5 / (2 * np.pi)) % 1.0) - 0.5) * 2        # 1 at a point, 0 between points
+        return np.hypot(dx, dy) <= r * (0.45 + 0.55 * k)
+    if kind == "heart":
+        x, y = dx / r * 1.2, -(dy / r) * 1.2 + 0.15
+        return (x ** 2 + y ** 2 - 1) ** 3 - x ** 2 * y ** 3 <= 0
+    if kind == "hexagon":
+        ax, ay = abs(dx), abs(dy)
+        return (ay <= r * 0.866) & (0.866 * ax + 0.5 * ay <= r * 0.866)
+    if kind == "crescent":
+        return (dx ** 2 + dy ** 2 <= r ** 2) & ((dx - 0.45 * r) ** 2 + dy ** 2 > (0.8 * r) ** 2)
     raise ValueError(kind)
 
 
+def _place(sh: Shape, t: float, h: int, w: int) -> tuple[float, float, float, float]:
+    """Centre x, y, radius and rotation angle of shape ``sh`` at time ``t`` seconds."""
+    s = min(h, w)
+    r = SIZES[sh.size] * s / 2
+    x0, y0, angle = sh.x0 * w, sh.y0 * h, 0.0
+    m = sh.motion
+    if m in ("moves", "zigzags"):
+        dx, dy = DIRECTIONS[sh.direction]
+        dist = SPEEDS[sh.speed] * s * t
+        x, y = x0 + dx * dist, y0 + dy * dist
+        if m == "zigzags":   # triangle wave across the direction of travel, 2 swings per second
+            amp = 0.12 * s
+            tri = 2 * abs(((t * 2.0) % 1.0) - 0.5) * 2 - 1
+            x, y = x - dy * amp * tri, y + dx * amp * tri
+    elif m == "circles":
+        rad = 0.18 * s
+        a = 2 * math.pi * (sh.phase + ROTATIONS[sh.direction] * TURN_RATE[sh.speed] * t)
+        cx, cy = min(max(x0, r + rad), w - r - rad), min(max(y0, r + rad), h - r - rad)
+        x, y = cx + rad * math.cos(a), cy + rad * math.sin(a)
+    elif m == "spins":
+        x, y = x0, y0
+        angle = 2 * math.pi * (sh.phase + ROTATIONS[sh.direction] * TURN_RATE[sh.speed] * t)
+    elif m == "bounces":   # a ball dropping on the floor: |sin| in time
+        x = x0
+        height = 0.35 * h
+        y = (h - r) - height * abs(math.sin(math.pi * TURN_RATE[sh.speed] * 2 * t + math.pi * sh.phase))
+    elif m in ("grows", "shrinks"):
+        x, y = x0, y0
+        k = math.exp((GROW_RATE if m == "grows" else -GROW_RATE) * t)
+        r = r * min(2.5, max(0.3, k))
+    else:   # stays still
+        x, y = x0, y0
+    return _bounce(x, r, w - r), _bounce(y, r, h - r), r, angle
+
+
 def render(scene: Scene, frames: int, size: tuple[int, int], fps: float) -> np.ndarray:
-    """-> ``frames x H x W x 3`` uint8. Shapes bounce off the frame edges."""
+    """-> ``frames x H x W x 3`` uint8. Moving shapes bounce off the frame edges."""
     h, w = size
     s = min(h, w)
-    bg = _background(scene, h, w)
+    static_bg = _background(scene, h, w) if scene.scroll == "static" else None
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     out = np.empty((frames, h, w, 3), np.uint8)
     for t in range(frames):
-        img = bg.copy()
+        sec = t / fps
+        if static_bg is None:
+            dx, dy = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}[scene.scroll]
+            d = SCROLL_SPEED * s * sec
+            img = _background(scene, h, w, dx * d, dy * d)
+        else:
+            img = static_bg.copy()
         for sh in scene.shapes:
-            r = SIZES[sh.size] * s / 2
-            dx, dy = DIRECTIONS[sh.direction]
-            dist = SPEEDS[sh.speed] * s * t / fps
-            cx = _bounce(sh.x0 * w + dx * dist, r, w - r)
-            cy = _bounce(sh.y0 * h + dy * dist, r, h - r)
-            img[_shape_mask(sh.shape, xx, yy, cx, cy, r)] = COLOURS[sh.colour]
+            cx, cy, r, angle = _place(sh, sec, h, w)
+            y0, y1 = max(0, int(cy - r) - 1), min(h, int(cy + r) + 2)
+            x0, x1 = max(0, int(cx - r) - 1), min(w, int(cx + r) + 2)
+            if y1 <= y0 or x1 <= x0:
+                continue
+            m = _shape_mask(sh.shape, xx[y0:y1, x0:x1], yy[y0:y1, x0:x1], cx, cy, r, angle)
+            img[y0:y1, x0:x1][m] = COLOURS[sh.colour]
         out[t] = np.clip(img, 0, 255).astype(np.uint8)
     return out
 
@@ -133,3 +265,64 @@ def _bounce(v: float, lo: float, hi: float) -> float:
     span = hi - lo
     m = (v - lo) % (2 * span)
     return lo + (m if m <= span else 2 * span - m)
+
+
+# ---------------------------------------------------------------------------------------- files
+CAPTIONS_FILE = "captions.jsonl"
+
+
+def clip_name(i: int) -> str:
+    return f"clip_{i:06d}.mp4"
+
+
+def clip_record(i: int, seed: int, frames: int, size: tuple[int, int], fps: float, max_shapes: int = 3) -> dict:
+    """The ``captions.jsonl`` line of clip ``i`` (scene seed ``seed + i``)."""
+    scene = random_scene(seed + i, max_shapes)
+    return {"path": clip_name(i), "caption": caption(scene), "seed": seed + i, "frames": frames, "fps": fps,
+            "height": size[0], "width": size[1], "scene": scene.to_dict()}
+
+
+def _write_one(args) -> str:
+    out_dir, rec = args
+    from ..video import VideoWriter
+    path = Path(out_dir) / rec["path"]
+    if path.exists():
+        return rec["path"]
+    scene = Scene.from_dict(rec["scene"])
+    video = render(scene, rec["frames"], (rec["height"], rec["width"]), rec["fps"])
+    with VideoWriter(path, rec["fps"], (rec["height"], rec["width"])) as w:
+        for f in video:
+            w.write(f)
+    return rec["path"]
+
+
+def write_clips(n: int, out_dir, frames: int = 32, size: tuple[int, int] = (128, 192), fps: float = 8.0,
+                seed: int = 0, max_shapes: int = 3, workers: int = 1, progress=None) -> Path:
+    """Write ``n`` clips ``clip_000000.mp4`` ... and ``captions.jsonl`` into ``out_dir``.
+
+    Idempotent: clips already present are kept (every file is written atomically), and
+    ``captions.jsonl`` (one line per clip, in order: path, caption, seed, frames, fps, height,
+    width, scene) is rewritten whole. Returns the captions file.
+    """
+    from ..atomic import atomic_path
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    recs = [clip_record(i, seed, frames, size, fps, max_shapes) for i in range(n)]
+    cap = out / CAPTIONS_FILE
+    with atomic_path(cap) as tmp:
+        with open(tmp, "w") as f:
+            for r in recs:
+                f.write(json.dumps(r, sort_keys=True) + "\n")
+    jobs = [(str(out), r) for r in recs]
+    if workers > 1:
+        import multiprocessing as mp
+        with mp.get_context("spawn").Pool(workers) as pool:
+            for _ in pool.imap_unordered(_write_one, jobs, chunksize=4):
+                if progress:
+                    progress()
+    else:
+        for j in jobs:
+            _write_one(j)
+            if progress:
+                progress()
+    return cap
