@@ -30,9 +30,10 @@ class UserError(Exception):
 def _user_errors():
     from .bitstream import BitstreamError
     from .codec import CodecError
+    from .data.dataset import DatasetError
     from .video import VideoError
     from .zoo import ModelError
-    return (BitstreamError, CodecError, VideoError, ModelError, UserError)
+    return (BitstreamError, CodecError, DatasetError, VideoError, ModelError, UserError)
 
 
 def _progress(total: int, desc: str):
@@ -172,6 +173,11 @@ def main(argv=None) -> int:
         click.echo("error: interrupted", err=True)
         return 130
     return 0
+
+
+from .data.cli import dataset  # noqa: E402  (a group of its own module, registered here)
+
+cli.add_command(dataset)
 
 
 def run() -> None:
