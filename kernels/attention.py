@@ -5,8 +5,14 @@
 for inference only). ``backend="sdpa"`` runs ``scaled_dot_product_attention`` with the dense
 boolean mask. ``"auto"`` = flex (compiled) on CUDA, SDPA elsewhere.
 
-The mask object is built and cached by the caller (``semcodec.model.masks``): it must offer
-``dense(device) -> L x L bool`` and ``block_mask(device) -> BlockMask``.
+Where the masks live, and why: in :mod:`semcodec.model.masks`, next to the token layout, not
+here. The rule (who may see whom) is a property of the layout (visual / IFrame / PFrame tokens and
+their frames), so it is written once as a ``mask_mod`` there, checked against a dense reference
+written from the rule text, and cached per (layout, role) by ``get_mask``; this module stays
+mask-agnostic and only consumes the two forms of one mask object:
+``dense(device) -> L x L bool`` (SDPA; L*L bytes: 352 MB at the landiff length 18768) and
+``block_mask(device) -> BlockMask`` (flex; block indices only, 340 KiB at 18768; empty blocks skipped).
+Both are built once per shape and device, never per call.
 """
 from __future__ import annotations
 
