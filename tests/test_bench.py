@@ -1,0 +1,109 @@
+"""Smoke tests of the RD, speed and token-budget benchmarks (tiny model, tiny clips)."""
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+
+import semcodec
+from bench import rd, speed, tokens
+from bench.metrics import compare
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    import torch
+    torch.manual_seed(0)
+    cfg = semcodec.get_preset("tiny")
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    semcodec.save_checkpoint(semcodec.VideoTokenizer(cfg), cfg, path, token_counts=np.arange(1, cfg.codebook_size + 1))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def clip5(tmp_path_factory):
+    """5 frames, 64x96, 10 fps, procedural."""
+    from semcodec.data.synth import random_scene, render
+    from semcodec.video import VideoWriter
+    path = tmp_path_factory.mktemp("clip") / "clip5.mp4"
+    frames = render(random_scene(3), 5, (64, 96), 10.0)
+    with VideoWriter(path, 10.0, (64, 96), crf=10) as w:
+        for f in frames:
+            w.write(f)
+    return str(path)
+
+
+def test_token_budget_landiff_and_others():
+    rows = {(r["design"], r["fps"]): r for r in tokens.rows((480, 720))}
+    paper = rows[("LanDiff (paper)", 8.0)]
+    assert paper["tokens_per_s"] == 1218 / (49 / 8)            # 198.86, the paper's "~200 tokens/s"
+    assert round(paper["tokens_per_s"], 2) == 198.86
+    assert paper["bits_per_token"] == 11 and paper["raw_bits_per_s"] == pytest.approx(2187.4, abs=0.1)
+    s128 = rows[("semcodec `s128`", 4.0)]
+    assert s128["tokens_per_s"] == pytest.approx(semcodec.get_preset("s128").tokens_per_second)
+    assert s128["tokens_per_s"] == pytest.approx((224 + 7 * 128) * 4 / 6)
+    lan = rows[("semcodec `landiff`", 2.0)]
+    assert lan["tokens_per_s_no_overlap"] == pytest.approx(1218 * 2 / 13) and lan["tokens_per_s"] == pytest.approx(1218 * 2 / 10)
+    mag8 = rows[("MagViT2", 8.0)]
+    assert mag8["clip_tokens"] == 13 * 60 * 90 and mag8["tokens_per_s"] == 2 * 5400 and mag8["bits_per_token"] == 18
+    cosmos = rows[("Cosmos DV 8x16x16", 24.0)]
+    assert cosmos["clip_tokens"] == 16 * 30 * 45 and cosmos["tokens_per_s"] == 3 * 1350
+    assert cosmos["bits_per_token"] == 16
+    assert mag8["vs_landiff"] == pytest.approx(10800 / paper["tokens_per_s"])
+    assert "computed" in tokens.table(list(rows.values()), (480, 720)).lower()
+
+
+def test_chunked_quality_equals_compare():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (20, 40, 60, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-20, 21, a.shape), 0, 255).astype(np.uint8)
+    q = rd.quality(a, b, chunk=6)
+    ref = compare(a, b, None)
+    assert q["psnr_src"] == pytest.approx(ref["psnr"], rel=1e-5) and q["ssim_src"] == pytest.approx(ref["ssim"], rel=1e-5)
+    assert q["psnr_128"] == pytest.approx(ref["psnr"], rel=1e-5)    # short side 40 <= 128: no scaling
+
+
+def test_rd_writes_well_formed_entries(tmp_path, tiny_ckpt, clip5):
+    out = tmp_path / "rd.json"
+    rd.main(["--clips", clip5, "--models", tiny_ckpt, "--codecs", "libx264", "--crf", "30", "--down-short", "0",
+             "--no-floor", "--threads", "1", "--out", str(out)])
+    doc = json.loads(out.read_text())
+    entry = doc["clips"]["clip5"]
+    assert entry["source"]["frames"] == 5 and entry["source"]["width"] == 96
+    res = {r["codec"]: r for r in entry["results"]}
+    assert set(res) == {"semcodec-tiny-fixed", "semcodec-tiny-prior", "semcodec-tiny-adaptive", "libx264"}
+    for r in res.values():
+        assert r["bitrate_kbps"] == pytest.approx(8 * r["bytes"] / 0.5 / 1000)     # 5 frames at 10 fps
+        assert 0 < r["payload_bytes"] < r["bytes"]
+        for k in ("psnr_128", "psnr_src"):
+            assert math.isfinite(r[k]) and 5 < r[k] < 100
+        assert -1 <= r["ssim_128"] <= 1 and -1 <= r["ssim_src"] <= 1
+    sem = [res[f"semcodec-tiny-{m}"] for m in ("fixed", "prior", "adaptive")]
+    assert len({r["psnr_128"] for r in sem}) == 1                   # decoded once, same pictures
+    assert len({r["tokens"] for r in sem}) == 1 and sem[0]["tokens"] > 0
+    assert sem[0]["bits_per_token"] == pytest.approx(6, abs=0.5)    # fixed: 6 bits for 64 codes
+    assert res["libx264"]["params"]["crf"] == 30 and res["libx264"]["psnr_128"] > 25
+    png = tmp_path / "rd-clip5.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_peak_rss_is_the_childs_own():
+    """The parent (with torch loaded) is large; a child's peak must not inherit it."""
+    alloc = "b = bytearray({} * 2 ** 20); b[::4096] = b'x' * len(b[::4096])"
+    small = speed.run_child([sys.executable, "-c", alloc.format(10)])
+    big = speed.run_child([sys.executable, "-c", alloc.format(200) + "; raise SystemExit(3)"])
+    assert small["rc"] == 0 and big["rc"] == 3
+    assert small["peak_rss"] < 60 * 2 ** 20
+    assert 175 * 2 ** 20 < big["peak_rss"] - small["peak_rss"] < 215 * 2 ** 20   # 200 - 10 MB
+
+
+def test_speed_throughput_smoke(tmp_path, tiny_ckpt, clip5):
+    r = speed.throughput(tiny_ckpt, clip5, "cpu", tmp_path)
+    assert r["frames"] == 5 and r["tokens"] > 0
+    assert r["encode_fps"] > 0 and r["decode_fps"] > 0
+    assert r["encode_tokens_per_s"] == pytest.approx(r["tokens"] / r["encode_s"])
+    assert 0 < r["encode_model_share"] < 1 and 0 < r["decode_model_share"] < 1
+    assert r["first_group_s"] > 0 and r["first_frame_s"] > 0
+    assert r["group_video_s"] == pytest.approx(4 / 6)
+    assert "tiny" in speed.speed_table([r])
