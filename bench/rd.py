@@ -300,15 +300,41 @@ def plot_clip(name: str, entry: dict, path) -> None:
 
 
 def table(name: str, entry: dict) -> str:
-    lines = [f"### {name}", "", "| codec | params | kbit/s | PSNR@128 | SSIM@128 | PSNR src | SSIM src |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [f"### {name}", "", "| codec | params | kbit/s | kbit/s payload | PSNR@128 | SSIM@128 | PSNR src | SSIM src |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in sorted(entry["results"], key=lambda r: (r["family"] != "semcodec", r["codec"], -r["bitrate_kbps"])):
         if r["family"] == "semcodec":
             p = f"{r['tokens_per_s']:.0f} tok/s, {r['bits_per_token']:.2f} bit/tok"
         else:
             p = f"crf {r['params']['crf']}" + (f", qpmin {r['params']['qpmin']}" if "qpmin" in r["params"] else "")
-        lines.append(f"| {r['codec']} | {p} | {r['bitrate_kbps']:.2f} | {r['psnr_128']:.2f} | {r['ssim_128']:.4f} "
+        lines.append(f"| {r['codec']} | {p} | {r['bitrate_kbps']:.2f} | {r['payload_kbps']:.2f} | {r['psnr_128']:.2f} | {r['ssim_128']:.4f} "
                      f"| {r['psnr_src']:.2f} | {r['ssim_src']:.4f} |")
+    return "\n".join(lines)
+
+
+def summary(name: str, entry: dict) -> str:
+    """Per semcodec point: each classic series' PSNR@128 at the same bitrate (interpolated in log
+    rate along its RD curve) where the series reaches that rate, else its lowest rate."""
+    rows = entry["results"]
+    series: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["family"] != "semcodec":
+            series.setdefault(r["codec"], []).append(r)
+    lines = [f"{name}: classic codecs at semcodec's bitrate (PSNR@128 / SSIM@128, interpolated in log rate)"]
+    for r in (r for r in rows if r["family"] == "semcodec" and r["entropy"] == "adaptive"):
+        parts = []
+        for key, rs in series.items():
+            rs = sorted(rs, key=lambda x: x["bitrate_kbps"])
+            x = [math.log(v["bitrate_kbps"]) for v in rs]
+            lo = rs[0]
+            if math.log(r["bitrate_kbps"]) < x[0]:
+                parts.append(f"{key}: lowest {lo['bitrate_kbps']:.1f} kbit/s ({lo['psnr_128']:.2f} dB)")
+                continue
+            p = float(np.interp(math.log(r["bitrate_kbps"]), x, [v["psnr_128"] for v in rs]))
+            q = float(np.interp(math.log(r["bitrate_kbps"]), x, [v["ssim_128"] for v in rs]))
+            parts.append(f"{key}: {p:.2f} dB / {q:.4f}")
+        lines.append(f"  {r['codec']} {r['bitrate_kbps']:.2f} kbit/s, {r['psnr_128']:.2f} dB / {r['ssim_128']:.4f}; "
+                     + "; ".join(parts))
     return "\n".join(lines)
 
 
@@ -373,6 +399,8 @@ def main(argv=None) -> dict:
     print()
     for name, entry in doc["clips"].items():
         print(table(name, entry) + "\n")
+    for name, entry in doc["clips"].items():
+        print(summary(name, entry))
     print(f"{doc['date']}, {doc['machine']}, torch threads {a.threads}: {doc['wall_s']:.0f} s in all -> {out}, "
           f"plots {', '.join(e['plot'] for e in doc['clips'].values())}")
     return doc
