@@ -30,14 +30,14 @@ def _compiled_flex():
     return torch.compile(flex_attention, dynamic=False)
 
 
-def _flex(q, k, v, block_mask, compiled: bool):
+def _flex(q, k, v, block_mask, compiled: bool, score_mod=None):
     if compiled:
-        return _compiled_flex()(q, k, v, block_mask=block_mask)
+        return _compiled_flex()(q, k, v, score_mod=score_mod, block_mask=block_mask)
     import warnings
     from torch.nn.attention.flex_attention import flex_attention
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")      # the eager path warns that it is unfused: we know
-        return flex_attention(q, k, v, block_mask=block_mask)
+        return flex_attention(q, k, v, score_mod=score_mod, block_mask=block_mask)
 
 
 def resolve_backend(backend: str, device: torch.device, needs_grad: bool) -> str:
@@ -57,5 +57,7 @@ def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask, ba
     b = resolve_backend(backend, q.device, needs_grad)
     if b == "flex":
         compiled = (q.device.type == "cuda") if compile_flex is None else compile_flex
-        return _flex(q, k, v, mask.block_mask(q.device), compiled)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.dense(q.device))
+        score_mod = mask.score_mod(q.device) if hasattr(mask, "score_mod") else None
+        return _flex(q, k, v, mask.block_mask(q.device), compiled, score_mod)
+    attn_mask = mask.sdpa_mask(q.device) if hasattr(mask, "sdpa_mask") else mask.dense(q.device)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask.to(q.dtype) if attn_mask.is_floating_point() else attn_mask)

@@ -41,6 +41,7 @@ class CodecConfig:
     rope_split: tuple[int, int, int] = (16, 24, 24)   # head dim split t:h:w
     rope_theta: float = 10000.0
     query_layout: str = "grid"        # RoPE positions of queries: "diagonal" (paper) or "grid"
+    locality_slopes: tuple[float, ...] | None = (1.0, 0.25, 0.0625, 0.0)   # per-head 2D ALiBi; None = off
 
     def __post_init__(self):
         if self.overlap is None:
@@ -49,6 +50,8 @@ class CodecConfig:
             raise ValueError(f"rope_split {self.rope_split} must sum to the head dim {self.width // self.heads}")
         if any(s % 2 for s in self.rope_split):
             raise ValueError("each rope_split part must be even")
+        if self.locality_slopes is not None and len(self.locality_slopes) != self.heads:
+            raise ValueError(f"locality_slopes needs one slope per head ({self.heads})")
         if not 0 <= self.overlap < self.group:
             raise ValueError(f"overlap must be in [0, group), got {self.overlap}")
 
@@ -112,7 +115,7 @@ register_preset(CodecConfig(
     name="landiff", features="backbone", feature_dim=768, patch=16, frame_size=(480, 720),
     short_side=480, max_long_side=720, fps=2.0, group=13, iframe_tokens=330, pframe_tokens=74,
     codebook_size=2048, codebook_dim=16, width=768, heads=12, enc_layers=12, dec_layers=12,
-    mlp_ratio=4.0, rope_split=(16, 24, 24), query_layout="diagonal",
+    mlp_ratio=4.0, rope_split=(16, 24, 24), query_layout="diagonal", locality_slopes=None,
 ))
 
 # The shipped default: 128 px short side, conv stem/head to a 8 x (W/16) grid, 4 semantic fps,
@@ -127,5 +130,5 @@ register_preset(CodecConfig(
     name="tiny", features="conv", feature_dim=64, frame_size=(32, 48), short_side=32,
     max_long_side=64, stem_channels=(16, 32), fps=6.0, group=4, iframe_tokens=8, pframe_tokens=4,
     codebook_size=64, codebook_dim=8, width=64, heads=2, enc_layers=2, dec_layers=2,
-    rope_split=(8, 12, 12),
+    rope_split=(8, 12, 12), locality_slopes=(0.5, 0.0),
 ))

@@ -45,6 +45,12 @@ class ConvFeatures(FeatureSpace):
             head += [nn.Conv2d(a, 4 * b, 3, padding=1), nn.PixelShuffle(2), ResBlock(b)]
         head += [nn.SiLU(), nn.Conv2d(widths[0], 48, 3, padding=1), nn.PixelShuffle(4)]
         self.head = nn.Sequential(*head)
+        # variance-preserving init: PyTorch's default shrinks the signal ~1/sqrt(3) per conv, and
+        # through the head that leaves a near-zero picture that takes ~1000 steps to grow
+        for mod in self.modules():
+            if isinstance(mod, nn.Conv2d) and mod.weight.abs().sum() > 0:
+                nn.init.kaiming_normal_(mod.weight, nonlinearity="linear")
+                nn.init.zeros_(mod.bias)
 
     def embed(self, video):
         self.check_video(video)

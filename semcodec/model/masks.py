@@ -146,20 +146,57 @@ def dense_reference(layout: TokenLayout, role: str) -> torch.Tensor:
 
 
 class AttentionMask:
-    """One layout's mask for one role, in both forms, each built lazily and cached per device."""
+    """One layout's mask for one role, in both forms, each built lazily and cached per device.
 
-    def __init__(self, layout: TokenLayout, role: str):
-        self.layout, self.role = layout, role
+    With ``slopes`` (one per head) the mask also carries a locality bias: attention logits get
+    ``-slope_h * ((h_q - h_k)^2 + (w_q - w_k)^2)`` from the RoPE positions (ALiBi in 2D), so that
+    from the first step a token attends mostly to its spatial neighbourhood; a slope of 0 leaves
+    a head global. SDPA then takes a float ``H x L x L`` bias (-inf where masked), flex a score_mod.
+    """
+
+    def __init__(self, layout: TokenLayout, role: str, slopes: tuple[float, ...] | None = None,
+                 query_layout: str = "diagonal"):
+        if slopes is not None and query_layout != "grid":
+            raise ValueError("a locality bias needs query_layout='grid' (queries placed on the grid)")
+        self.layout, self.role, self.slopes, self.query_layout = layout, role, slopes, query_layout
         self._dense: dict[str, torch.Tensor] = {}
+        self._bias: dict[str, torch.Tensor] = {}
         self._block: dict[str, object] = {}
 
     def dense(self, device) -> torch.Tensor:
+        """``L x L`` bool, True = may attend."""
         key = str(device)
         if key not in self._dense:
-            kind, frame = self.layout.kinds_and_frames(device)
             idx = torch.arange(self.layout.length, device=device)
             self._dense[key] = mask_mod_for(self.layout, self.role, device)(None, None, idx[:, None], idx[None, :])
         return self._dense[key]
+
+    def _dist2(self, device) -> torch.Tensor:
+        hw = self.layout.positions(self.query_layout)[:, 1:].to(device)
+        return ((hw[:, None, :] - hw[None, :, :]) ** 2).sum(-1)
+
+    def sdpa_mask(self, device) -> torch.Tensor:
+        """What SDPA takes: the bool mask, or the float ``H x L x L`` bias when slopes are set."""
+        if self.slopes is None:
+            return self.dense(device)
+        key = str(device)
+        if key not in self._bias:
+            slopes = torch.tensor(self.slopes, dtype=torch.float32, device=device)
+            bias = -slopes[:, None, None] * self._dist2(device)[None]
+            self._bias[key] = bias.masked_fill(~self.dense(device)[None], float("-inf"))
+        return self._bias[key]
+
+    def score_mod(self, device):
+        """flex-attention ``score_mod`` adding the locality bias, or None."""
+        if self.slopes is None:
+            return None
+        slopes = torch.tensor(self.slopes, dtype=torch.float32, device=device)
+        hw = self.layout.positions(self.query_layout)[:, 1:].to(device)
+
+        def mod(score, b, h, q, k):
+            d2 = (hw[q, 0] - hw[k, 0]) ** 2 + (hw[q, 1] - hw[k, 1]) ** 2
+            return score - slopes[h] * d2
+        return mod
 
     def block_mask(self, device):
         key = str(device)
@@ -172,6 +209,7 @@ class AttentionMask:
 
 
 @functools.lru_cache(maxsize=64)
-def get_mask(layout: TokenLayout, role: str) -> AttentionMask:
-    """Cached per (layout, role): a shape's masks are built once."""
-    return AttentionMask(layout, role)
+def get_mask(layout: TokenLayout, role: str, slopes: tuple[float, ...] | None = None,
+             query_layout: str = "diagonal") -> AttentionMask:
+    """Cached per (layout, role, bias): a shape's masks are built once."""
+    return AttentionMask(layout, role, slopes, query_layout)

@@ -68,7 +68,7 @@ class _Transformer(nn.Module):
     def run_blocks(self, x, layout: TokenLayout, role: str):
         cos, sin = _rope_tables(layout, self.cfg.rope_split, self.cfg.rope_theta, self.cfg.query_layout)
         cos, sin = cos.to(x.device), sin.to(x.device)
-        mask = get_mask(layout, role)
+        mask = get_mask(layout, role, self.cfg.locality_slopes, self.cfg.query_layout)
         for blk in self.blocks:
             x = blk(x, cos, sin, mask, self.attn_backend)
         return x
@@ -85,8 +85,8 @@ class Encoder(_Transformer):
     def __init__(self, cfg: CodecConfig):
         super().__init__(cfg, cfg.enc_layers)
         self.in_proj = nn.Linear(cfg.feature_dim, cfg.width)       # the 1x1 projection
-        self.iframe_queries = nn.Parameter(0.02 * torch.randn(cfg.iframe_tokens, cfg.width))
-        self.pframe_queries = nn.Parameter(0.02 * torch.randn(cfg.pframe_tokens, cfg.width))  # shared by P-frames
+        self.iframe_queries = nn.Parameter(torch.randn(cfg.iframe_tokens, cfg.width))
+        self.pframe_queries = nn.Parameter(torch.randn(cfg.pframe_tokens, cfg.width))  # shared by P-frames
         self.norm_out = nn.LayerNorm(cfg.width)
         self.out_proj = nn.Linear(cfg.width, cfg.codebook_dim)
 
