@@ -35,13 +35,15 @@ class CodecConfig:
     # --- transformer
     width: int = 256
     heads: int = 4
-    enc_layers: int = 4
-    dec_layers: int = 4
+    enc_layers: int = 2
+    dec_layers: int = 2
     mlp_ratio: float = 2.0
     rope_split: tuple[int, int, int] = (16, 24, 24)   # head dim split t:h:w
     rope_theta: float = 10000.0
     query_layout: str = "grid"        # RoPE positions of queries: "diagonal" (paper) or "grid"
     locality_slopes: tuple[float, ...] | None = (1.0, 0.25, 0.0625, 0.0)   # per-head 2D ALiBi; None = off
+    lattice_skip: bool = True         # queries start from the features at their lattice place, and
+                                      # decoder positions from the latents at theirs (needs "grid")
 
     def __post_init__(self):
         if self.overlap is None:
@@ -50,6 +52,8 @@ class CodecConfig:
             raise ValueError(f"rope_split {self.rope_split} must sum to the head dim {self.width // self.heads}")
         if any(s % 2 for s in self.rope_split):
             raise ValueError("each rope_split part must be even")
+        if self.lattice_skip and self.query_layout != "grid":
+            raise ValueError("lattice_skip needs query_layout='grid'")
         if self.locality_slopes is not None and len(self.locality_slopes) != self.heads:
             raise ValueError(f"locality_slopes needs one slope per head ({self.heads})")
         if not 0 <= self.overlap < self.group:
@@ -116,6 +120,7 @@ register_preset(CodecConfig(
     short_side=480, max_long_side=720, fps=2.0, group=13, iframe_tokens=330, pframe_tokens=74,
     codebook_size=2048, codebook_dim=16, width=768, heads=12, enc_layers=12, dec_layers=12,
     mlp_ratio=4.0, rope_split=(16, 24, 24), query_layout="diagonal", locality_slopes=None,
+    lattice_skip=False,
 ))
 
 # The shipped default: 128 px short side, conv stem/head to a 8 x (W/16) grid, 4 semantic fps,

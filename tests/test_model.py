@@ -170,3 +170,21 @@ def test_grid_query_positions_cover_their_frame(grid):
         assert len(torch.unique(f[:, 1:], dim=0)) == len(f)               # no two queries share a place
     diag = lay.positions("diagonal")[lay.n_visual:]
     assert torch.equal(diag[:, 0], torch.arange(lay.n_latent).float()) and torch.equal(diag[:, 0], diag[:, 2])
+
+
+def test_lattice_skip_places_queries_where_they_sit():
+    """grid_to_lattice samples the feature at each query's RoPE place; lattice_to_grid puts the
+    latents back: a field that is linear in (h, w) survives the round trip at interior cells."""
+    from semcodec.model.tokenizer import grid_to_lattice, lattice_to_grid
+    cfg = get_preset("s128")
+    T, grid = 3, (8, 12)
+    hh, ww = torch.meshgrid(torch.arange(8.0), torch.arange(12.0), indexing="ij")
+    field = torch.stack([hh, ww], -1)[None, None].expand(1, T, 8, 12, 2).contiguous()
+    q = grid_to_lattice(field, cfg)[0]
+    lay = TokenLayout(T, grid, cfg.iframe_tokens, cfg.pframe_tokens)
+    pos = lay.positions("grid")[lay.n_visual:, 1:]
+    inside = (pos[:, 0] > 0.5) & (pos[:, 0] < 6.5) & (pos[:, 1] > 0.5) & (pos[:, 1] < 10.5)
+    assert torch.allclose(q[inside], pos[inside], atol=0.05)
+    back = lattice_to_grid(q[None], T, grid, cfg)[0]
+    assert back.shape == (T, 8, 12, 2)
+    assert torch.allclose(back[:, 1:-1, 1:-1], field[0, :, 1:-1, 1:-1], atol=0.1)

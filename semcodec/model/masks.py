@@ -81,14 +81,19 @@ class TokenLayout:
 
     def _lattice(self, n: int, frame: int) -> torch.Tensor:
         gh, gw = self.grid
-        # the factor pair rows x cols = n whose shape is closest to the grid's
-        rows = min((r for r in range(1, n + 1) if n % r == 0),
-                   key=lambda r: abs(math.log(r * r / n) - math.log(gh / gw)))
-        cols = n // rows
+        rows, cols = lattice_shape(n, self.grid)
         k = torch.arange(n)
         h = (k // cols + 0.5) * gh / rows - 0.5
         w = (k % cols + 0.5) * gw / cols - 0.5
         return torch.stack([torch.full((n,), float(frame)), h.float(), w.float()], -1)
+
+
+def lattice_shape(n: int, grid: tuple[int, int]) -> tuple[int, int]:
+    """The factor pair rows x cols = n whose shape is closest to the grid's: where the n queries
+    of one frame sit (cell centres of a rows x cols lattice stretched over the h x w grid)."""
+    gh, gw = grid
+    rows = min((r for r in range(1, n + 1) if n % r == 0), key=lambda r: abs(math.log(r * r / n) - math.log(gh / gw)))
+    return rows, n // rows
 
 
 def mask_mod_for(layout: TokenLayout, role: str, device="cpu"):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from kernels import masked_attention
 
 from ..presets import CodecConfig
-from .masks import TokenLayout, get_mask
+from .masks import TokenLayout, get_mask, lattice_shape
 from .quantizer import CosineQuantizer
 from .rope import apply_rope, rope_angles
 
@@ -27,6 +27,41 @@ from .rope import apply_rope, rope_angles
 def _rope_tables(layout: TokenLayout, split: tuple[int, int, int], theta: float, query_layout: str):
     ang = rope_angles(layout.positions(query_layout), split, theta)
     return ang.cos(), ang.sin()
+
+
+def _resample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``N x h x w x C`` -> ``N x size x C``, bilinear on cell centres (antialiased when shrinking)."""
+    if tuple(x.shape[1:3]) == tuple(size):
+        return x
+    y = F.interpolate(x.permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=False,
+                      antialias=size[0] < x.shape[1] or size[1] < x.shape[2])
+    return y.permute(0, 2, 3, 1)
+
+
+def grid_to_lattice(vis: torch.Tensor, cfg: CodecConfig) -> torch.Tensor:
+    """Visual states ``B x T x h x w x W`` -> each query's state at its lattice place, ``B x N x W``
+    (IFrame queries from frame 0, the PFrame queries of frame k from frame k)."""
+    B, T, h, w, W = vis.shape
+    ri, ci = lattice_shape(cfg.iframe_tokens, (h, w))
+    out = [_resample(vis[:, 0], (ri, ci)).reshape(B, -1, W)]
+    if T > 1:
+        rp, cp = lattice_shape(cfg.pframe_tokens, (h, w))
+        out.append(_resample(vis[:, 1:].reshape(B * (T - 1), h, w, W), (rp, cp)).reshape(B, -1, W))
+    return torch.cat(out, dim=1)
+
+
+def lattice_to_grid(lat: torch.Tensor, T: int, grid: tuple[int, int], cfg: CodecConfig) -> torch.Tensor:
+    """Inverse placement: latents ``B x N x W`` -> ``B x T x h x w x W`` (frame 0 from the IFrame
+    latents, frame k from the PFrame latents of frame k)."""
+    B, N, W = lat.shape
+    ri, ci = lattice_shape(cfg.iframe_tokens, grid)
+    nI = cfg.iframe_tokens
+    out = [_resample(lat[:, :nI].reshape(B, ri, ci, W), grid)[:, None]]
+    if T > 1:
+        rp, cp = lattice_shape(cfg.pframe_tokens, grid)
+        p = _resample(lat[:, nI:].reshape(B * (T - 1), rp, cp, W), grid)
+        out.append(p.reshape(B, T - 1, *grid, W))
+    return torch.cat(out, dim=1)
 
 
 class Attention(nn.Module):
@@ -95,7 +130,10 @@ class Encoder(_Transformer):
         layout = self.layout(T, (h, w))
         vis = self.in_proj(feats.reshape(B, T * h * w, C))
         queries = torch.cat([self.iframe_queries, self.pframe_queries.repeat(T - 1, 1)]).to(vis.dtype)
-        x = torch.cat([vis, queries.expand(B, -1, -1)], dim=1)
+        queries = queries.expand(B, -1, -1)
+        if self.cfg.lattice_skip:
+            queries = queries + grid_to_lattice(vis.view(B, T, h, w, -1), self.cfg)
+        x = torch.cat([vis, queries], dim=1)
         x = self.run_blocks(x, layout, "encoder")
         return self.out_proj(self.norm_out(x[:, layout.n_visual:]))
 
@@ -122,6 +160,8 @@ class Decoder(_Transformer):
         layout = self.layout(T, grid)
         lat = self.latent_proj(zq)
         pos = self.mask_token.to(lat.dtype).expand(B, layout.n_visual, -1)
+        if self.cfg.lattice_skip:
+            pos = pos + lattice_to_grid(lat, T, grid, self.cfg).reshape(B, layout.n_visual, -1)
         x = self.run_blocks(torch.cat([pos, lat], dim=1), layout, "decoder")
         return self.head(x[:, :layout.n_visual]).reshape(B, T, grid[0], grid[1], -1)
 
