@@ -1,0 +1,73 @@
+"""Feature spaces: pixels (exact inverse), the conv stem/head, a pretrained backbone from a path."""
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from semcodec import VideoTokenizer, get_preset
+from semcodec.features import ConvFeatures, PixelPatches, ViTBackbone, ViTConfig, patchify, unpatchify
+from semcodec.features.backbone import PretrainedBackbone, load_backbone, save_backbone
+
+
+@settings(max_examples=40, deadline=None)
+@given(p=st.sampled_from([1, 2, 4, 8, 16]), t=st.integers(1, 3), h=st.integers(1, 3), w=st.integers(1, 3))
+def test_patchify_is_an_exact_inverse(p, t, h, w):
+    x = torch.rand(2, t, h * p, w * p, 3)
+    f = patchify(x, p)
+    assert f.shape == (2, t, h, w, p * p * 3)
+    assert torch.equal(unpatchify(f, p), x)
+    assert torch.equal(f[0, 0, 0, 0].view(p, p, 3), x[0, 0, :p, :p])      # a cell is its own patch
+
+
+def test_pixel_space_rejects_bad_sizes():
+    with pytest.raises(ValueError, match=r"frame size \(20, 32\) is not a multiple of the patch 16"):
+        PixelPatches(16).embed(torch.zeros(1, 1, 20, 32, 3))
+
+
+@pytest.mark.parametrize("name", ["tiny", "s128"])
+def test_conv_features_shapes_and_gradients(name):
+    cfg = get_preset(name)
+    m = ConvFeatures(cfg.patch, cfg.feature_dim, cfg.stem_channels)
+    H, W = cfg.frame_size
+    x = torch.rand(1, 2, H, W + cfg.patch, 3) * 2 - 1          # any multiple of the patch
+    f = m.embed(x)
+    assert f.shape == (1, 2, H // cfg.patch, W // cfg.patch + 1, cfg.feature_dim)
+    y = m.render(f)
+    assert y.shape == x.shape
+    y.square().mean().backward()
+    assert all(p.grad is not None for p in m.parameters())
+
+
+def test_pretrained_backbone_from_a_local_path(tmp_path):
+    """A Theia-like ViT saved to disk (small, random) becomes the feature space of a tokenizer."""
+    torch.manual_seed(0)
+    vit = ViTBackbone(ViTConfig(width=48, depth=2, heads=4, patch=16, pos_grid=(4, 4)))
+    path = tmp_path / "vit.safetensors"
+    save_backbone(vit, path)
+    again = load_backbone(path)
+    x = torch.rand(2, 3, 64, 96)
+    assert torch.allclose(again.eval()(x), vit.eval()(x), atol=1e-6)
+
+    cfg = get_preset("tiny").replace(name="tiny-backbone", features="backbone", feature_dim=48,
+                                     backbone_path=str(path), frame_size=(64, 96))
+    model = VideoTokenizer(cfg).eval()
+    video = torch.rand(1, 3, 64, 96, 3) * 2 - 1
+    with torch.no_grad():
+        feats = model.features.embed(video)
+        assert feats.shape == (1, 3, 4, 6, 48)
+        ids = model.encode(video)
+        assert ids.shape == (1, cfg.tokens_for_frames(3))
+        rec = model.tokenizer.decode(ids, (4, 6))
+        assert rec.shape == feats.shape
+        out = model(video)
+    assert "video" not in out and out["recon_loss"] > 0                  # loss is on features
+    assert not any(k.startswith("features.") for k in model.state_dict())  # the backbone is not ours to ship
+    with pytest.raises(NotImplementedError, match="PretrainedBackbone cannot render features back to pixels"):
+        model.decode(ids, (64, 96))
+
+
+def test_backbone_errors(tmp_path):
+    with pytest.raises(ValueError, match="the 'backbone' feature space needs backbone_path"):
+        PretrainedBackbone(None, 16, 768).embed(torch.zeros(1, 1, 16, 16, 3))
+    with pytest.raises(FileNotFoundError, match="backbone weights not found"):
+        PretrainedBackbone(str(tmp_path / "none.safetensors"), 16, 768).embed(torch.zeros(1, 1, 16, 16, 3))
