@@ -35,8 +35,8 @@ class CodecConfig:
     # --- transformer
     width: int = 256
     heads: int = 4
-    enc_layers: int = 2
-    dec_layers: int = 2
+    enc_layers: int = 1
+    dec_layers: int = 1
     mlp_ratio: float = 2.0
     rope_split: tuple[int, int, int] = (16, 24, 24)   # head dim split t:h:w
     rope_theta: float = 10000.0

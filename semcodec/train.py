@@ -43,7 +43,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--weights", type=float, nargs="+", help="sampling weight per --data source")
     p.add_argument("--out", required=True, help="run directory (resumed if it holds a checkpoint)")
     p.add_argument("--steps", type=int, default=10000)
-    p.add_argument("--batch", type=int, default=1, help="groups per step and process")
+    p.add_argument("--batch", type=int, default=1, help="groups per step and process (with full-length groups)")
+    p.add_argument("--group-frames", type=int, nargs="+",
+                   help="train on groups of these lengths (drawn per step, batch scaled so each step sees "
+                        "batch x group frames); short groups give more clips per step: less noisy gradients")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
     p.add_argument("--weight-decay", type=float, default=0.01)
@@ -82,20 +85,26 @@ def setup_dist():
 
 # ------------------------------------------------------------------ data
 class Batches:
-    def __init__(self, sources, weights, cfg: CodecConfig, widths, batch: int, seed: int):
+    def __init__(self, sources, weights, cfg: CodecConfig, widths, batch: int, seed: int, group_frames=None):
         self.sources, self.cfg, self.widths, self.batch, self.seed = sources, cfg, widths, batch, seed
+        self.group_frames = group_frames or [cfg.group]
+        if any(not 1 <= t <= cfg.group for t in self.group_frames):
+            raise ValueError(f"--group-frames must be in 1..{cfg.group}")
         w = np.array(weights if weights else [1.0] * len(sources), dtype=np.float64)
         if len(w) != len(sources):
             raise ValueError(f"--weights has {len(w)} values for {len(sources)} sources")
         self.p = w / w.sum()
 
     def __call__(self, step: int, rank: int) -> torch.Tensor:
-        """Batch of ``step`` for ``rank``: ``B x G x H x W x 3`` float in [-1, 1]."""
-        width = self.widths[np.random.default_rng([self.seed, step]).integers(len(self.widths))]
+        """Batch of ``step`` for ``rank``: ``B x T x H x W x 3`` float in [-1, 1]."""
+        shared = np.random.default_rng([self.seed, step])          # the same on every rank
+        width = self.widths[shared.integers(len(self.widths))]
+        frames = self.group_frames[shared.integers(len(self.group_frames))]
+        n = max(1, self.batch * self.cfg.group // frames)
         rng = np.random.default_rng([self.seed, step, rank, 1])
         size = (self.cfg.short_side, width)
-        clips = [self.sources[rng.choice(len(self.sources), p=self.p)].sample(rng, self.cfg.group, size)
-                 for _ in range(self.batch)]
+        clips = [self.sources[rng.choice(len(self.sources), p=self.p)].sample(rng, frames, size)
+                 for _ in range(n)]
         return torch.from_numpy(np.stack(clips)).float() / 127.5 - 1
 
 
@@ -250,7 +259,7 @@ def train(args) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     from .data.sources import make_sources
     batches = Batches(make_sources(args.data, cfg.fps), args.weights, cfg, args.widths or [cfg.frame_size[1]],
-                      args.batch, args.seed)
+                      args.batch, args.seed, args.group_frames)
 
     torch.manual_seed(args.seed)
     model = VideoTokenizer(cfg).to(dev)
