@@ -188,3 +188,16 @@ def test_lattice_skip_places_queries_where_they_sit():
     back = lattice_to_grid(q[None], T, grid, cfg)[0]
     assert back.shape == (T, 8, 12, 2)
     assert torch.allclose(back[:, 1:-1, 1:-1], field[0, :, 1:-1, 1:-1], atol=0.1)
+
+
+def test_caches_built_under_inference_mode_still_train():
+    """RoPE tables and masks are cached per layout; the first use may be a codec call under
+    torch.inference_mode, and training on the same layout afterwards must still work."""
+    cfg = get_preset("tiny").replace(name="tiny-cache", group=3)
+    m = VideoTokenizer(cfg)
+    x = torch.rand(1, 3, *cfg.frame_size, 3) * 2 - 1
+    with torch.inference_mode():
+        m.encode(x)
+    out = m(x)
+    (out["recon_loss"] + out["commit_loss"]).backward()
+    assert m.tokenizer.encoder.in_proj.weight.grad is not None

@@ -172,9 +172,13 @@ class AttentionMask:
         """``L x L`` bool, True = may attend."""
         key = str(device)
         if key not in self._dense:
-            idx = torch.arange(self.layout.length, device=device)
-            self._dense[key] = mask_mod_for(self.layout, self.role, device)(None, None, idx[:, None], idx[None, :])
+            with torch.inference_mode(False):    # cached: must serve training too
+                self._dense[key] = self._build_dense(device)
         return self._dense[key]
+
+    def _build_dense(self, device) -> torch.Tensor:
+        idx = torch.arange(self.layout.length, device=device)
+        return mask_mod_for(self.layout, self.role, device)(None, None, idx[:, None], idx[None, :])
 
     def _dist2(self, device) -> torch.Tensor:
         hw = self.layout.positions(self.query_layout)[:, 1:].to(device)
@@ -186,10 +190,14 @@ class AttentionMask:
             return self.dense(device)
         key = str(device)
         if key not in self._bias:
-            slopes = torch.tensor(self.slopes, dtype=torch.float32, device=device)
-            bias = -slopes[:, None, None] * self._dist2(device)[None]
-            self._bias[key] = bias.masked_fill(~self.dense(device)[None], float("-inf"))
+            with torch.inference_mode(False):
+                self._bias[key] = self._build_bias(device)
         return self._bias[key]
+
+    def _build_bias(self, device) -> torch.Tensor:
+        slopes = torch.tensor(self.slopes, dtype=torch.float32, device=device)
+        bias = -slopes[:, None, None] * self._dist2(device)[None]
+        return bias.masked_fill(~self.dense(device)[None], float("-inf"))
 
     def score_mod(self, device):
         """flex-attention ``score_mod`` adding the locality bias, or None."""

@@ -25,8 +25,10 @@ from .rope import apply_rope, rope_angles
 
 @functools.lru_cache(maxsize=64)
 def _rope_tables(layout: TokenLayout, split: tuple[int, int, int], theta: float, query_layout: str):
-    ang = rope_angles(layout.positions(query_layout), split, theta)
-    return ang.cos(), ang.sin()
+    # cached tables must be normal tensors even when first built under torch.inference_mode
+    with torch.inference_mode(False):
+        ang = rope_angles(layout.positions(query_layout), split, theta)
+        return ang.cos(), ang.sin()
 
 
 def _resample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
