@@ -43,6 +43,7 @@ from bench.metrics import compare
 ENTROPY_MODES = ("fixed", "prior", "adaptive")
 CRF_LADDER = (18, 23, 28, 33, 38, 43, 47, 51)
 DOWN_CRF_LADDER = (23, 33, 43, 51)
+SSIM_SRC = False                                 # SSIM at the source size too (--ssim-src; slow at 720p)
 FLOOR_QP = {"libx264": 69, "libx265": 51}       # highest quantiser each accepts for 8-bit video
 
 
@@ -76,18 +77,26 @@ def read_frames(path, max_frames: int | None = None) -> np.ndarray:
     return np.stack(out)
 
 
-def quality(src: np.ndarray, dec: np.ndarray, chunk: int = 16) -> dict:
-    """``compare`` at 128 px and at the source size, in chunks of frames (bounded memory). Both
-    measures are means of per-frame values, so the chunked mean is the same number."""
+def quality(src: np.ndarray, dec: np.ndarray, chunk: int = 16, ssim_src: bool = False) -> dict:
+    """``compare`` at 128 px (PSNR, SSIM) and PSNR at the source size (SSIM there too with
+    ``ssim_src``: slow at 720p), in chunks of frames (bounded memory). Every measure is a mean of
+    per-frame values, so the chunked mean is the same number."""
+    from bench.metrics import psnr_per_frame
     if len(src) != len(dec):
         raise ValueError(f"frame counts differ: source {len(src)}, decoded {len(dec)}")
-    acc = {"psnr_128": 0.0, "ssim_128": 0.0, "psnr_src": 0.0, "ssim_src": 0.0}
+    acc = {"psnr_128": 0.0, "ssim_128": 0.0, "psnr_src": 0.0} | ({"ssim_src": 0.0} if ssim_src else {})
     for i in range(0, len(src), chunk):
         a, b = src[i:i + chunk], dec[i:i + chunk]
-        for short, tag in ((128, "128"), (None, "src")):
-            q = compare(a, b, short)
-            acc[f"psnr_{tag}"] += q["psnr"] * len(a)
-            acc[f"ssim_{tag}"] += q["ssim"] * len(a)
+        q = compare(a, b, 128)
+        acc["psnr_128"] += q["psnr"] * len(a)
+        acc["ssim_128"] += q["ssim"] * len(a)
+        if ssim_src:
+            q = compare(a, b, None)
+            acc["psnr_src"] += q["psnr"] * len(a)
+            acc["ssim_src"] += q["ssim"] * len(a)
+        else:
+            t = lambda x: torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2)
+            acc["psnr_src"] += float(psnr_per_frame(t(a), t(b)).sum())
     return {k: v / len(src) for k, v in acc.items()}
 
 
@@ -173,7 +182,7 @@ def x26x_points(src: np.ndarray, fps: float, tmp: Path, codecs=("libx264", "libx
                        "coded_size": [int(frames.shape[2]), int(frames.shape[1])],
                        "bitrate_kbps": 8 * nbytes / duration / 1000, "payload_kbps": 8 * payload / duration / 1000,
                        "bytes": nbytes, "payload_bytes": payload, "frames": int(len(src)), "duration_s": duration,
-                       **quality(src, dec), "encode_s": t1 - t0, "decode_s": t2 - t1}
+                       **quality(src, dec, ssim_src=SSIM_SRC), "encode_s": t1 - t0, "decode_s": t2 - t1}
                 path.unlink()
                 rows.append(row)
                 log(f"  {label:16s} crf {crf:2d}{' floor' if fl else '      '} {row['bitrate_kbps']:9.2f} kbit/s  "
@@ -217,7 +226,7 @@ def semcodec_points(codec, clip: str, src: np.ndarray, fps: float, tmp: Path, mo
     codec.decode_file(ref, recon)
     dec_s = time.perf_counter() - t2
     dec = read_frames(recon)
-    q = quality(src, dec)
+    q = quality(src, dec, ssim_src=SSIM_SRC)
     rows = []
     for mode, (path, code_s) in streams.items():
         st = stream_stats(path)
@@ -300,15 +309,16 @@ def plot_clip(name: str, entry: dict, path) -> None:
 
 
 def table(name: str, entry: dict) -> str:
-    lines = [f"### {name}", "", "| codec | params | kbit/s | kbit/s payload | PSNR@128 | SSIM@128 | PSNR src | SSIM src |",
-             "|---|---|---|---|---|---|---|---|"]
+    full = all("ssim_src" in r for r in entry["results"])
+    lines = [f"### {name}", "", "| codec | params | kbit/s | kbit/s payload | PSNR@128 | SSIM@128 | PSNR src |"
+             + (" SSIM src |" if full else ""), "|---|---|---|---|---|---|---|" + ("---|" if full else "")]
     for r in sorted(entry["results"], key=lambda r: (r["family"] != "semcodec", r["codec"], -r["bitrate_kbps"])):
         if r["family"] == "semcodec":
             p = f"{r['tokens_per_s']:.0f} tok/s, {r['bits_per_token']:.2f} bit/tok"
         else:
             p = f"crf {r['params']['crf']}" + (f", qpmin {r['params']['qpmin']}" if "qpmin" in r["params"] else "")
-        lines.append(f"| {r['codec']} | {p} | {r['bitrate_kbps']:.2f} | {r['payload_kbps']:.2f} | {r['psnr_128']:.2f} | {r['ssim_128']:.4f} "
-                     f"| {r['psnr_src']:.2f} | {r['ssim_src']:.4f} |")
+        lines.append(f"| {r['codec']} | {p} | {r['bitrate_kbps']:.2f} | {r['payload_kbps']:.2f} | {r['psnr_128']:.2f} "
+                     f"| {r['ssim_128']:.4f} | {r['psnr_src']:.2f} |" + (f" {r['ssim_src']:.4f} |" if full else ""))
     return "\n".join(lines)
 
 
@@ -366,11 +376,19 @@ def main(argv=None) -> dict:
     p.add_argument("--no-floor", action="store_true", help="leave out the lowest-rate (max quantiser) points")
     p.add_argument("--preset", default="medium", help="x264/x265 preset")
     p.add_argument("--max-frames", type=int, default=None, help="use only the first N frames of each clip")
+    p.add_argument("--ssim-src", action="store_true", help="SSIM at the source size too (slow for 720p)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--out", default="results/rd.json")
+    p.add_argument("--print", dest="reprint", metavar="JSON", default=None, help="only print the tables of a results file")
     p.add_argument("--plots", default=None, help="folder for the PNGs [default: beside --out]")
     a = p.parse_args(argv)
+    if a.reprint:
+        doc = json.loads(Path(a.reprint).read_text())
+        report(doc)
+        return doc
     torch.set_num_threads(a.threads)
+    global SSIM_SRC
+    SSIM_SRC = a.ssim_src
     t_start = time.perf_counter()
     models = load_models(a.models) if a.models != [] else []
     x26x = dict(codecs=tuple(a.codecs), crfs=tuple(a.crf), down_short=a.down_short or None,
@@ -397,13 +415,17 @@ def main(argv=None) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1))
     print()
+    report(doc)
+    print(f"-> {out}, plots {', '.join(e['plot'] for e in doc['clips'].values())}")
+    return doc
+
+
+def report(doc: dict) -> None:
     for name, entry in doc["clips"].items():
         print(table(name, entry) + "\n")
     for name, entry in doc["clips"].items():
         print(summary(name, entry))
-    print(f"{doc['date']}, {doc['machine']}, torch threads {a.threads}: {doc['wall_s']:.0f} s in all -> {out}, "
-          f"plots {', '.join(e['plot'] for e in doc['clips'].values())}")
-    return doc
+    print(f"{doc['date']}, {doc['machine']}, torch threads {doc['torch_threads']}: {doc['wall_s']:.0f} s in all")
 
 
 if __name__ == "__main__":
