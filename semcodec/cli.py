@@ -152,9 +152,15 @@ def _os_message(e: OSError) -> str:
 
 
 def main(argv=None) -> int:
+    return run_click(cli, argv, "semcodec")
+
+
+def run_click(command: click.Command, argv, prog_name: str) -> int:
+    """Run a click command the house way: user mistakes -> one ``error:`` line and exit 1
+    (2 for usage), never a traceback. Returns the exit status."""
     errors = _user_errors()
     try:
-        cli.main(args=argv, prog_name="semcodec", standalone_mode=False)
+        command.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Exit as e:
         return e.exit_code
     except click.exceptions.Abort:

@@ -507,22 +507,9 @@ def _run_pool(todo: list[Clip], model, device, workers: int, handle, log, tag) -
 
 def main(argv=None) -> int:
     """``python -m semcodec.data.build``: the ``semcodec dataset build`` command on its own."""
-    import click
-    from .cli import build_cmd, user_errors
-    try:
-        build_cmd.main(args=argv, prog_name="python -m semcodec.data.build", standalone_mode=False)
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.UsageError as e:
-        click.echo(f"error: {e.format_message()}", err=True)
-        return 2
-    except user_errors() as e:
-        click.echo(f"error: {e}", err=True)
-        return 1
-    except KeyboardInterrupt:
-        click.echo("error: interrupted", err=True)
-        return 130
-    return 0
+    from ..cli import run_click
+    from .cli import build_cmd
+    return run_click(build_cmd, argv, "python -m semcodec.data.build")
 
 
 if __name__ == "__main__":

@@ -17,13 +17,6 @@ Examples:
 """
 
 
-def user_errors() -> tuple:
-    from ..video import VideoError
-    from ..zoo import ModelError
-    from .dataset import DatasetError
-    return (DatasetError, VideoError, ModelError)
-
-
 @click.group(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
 def dataset():
     """Token datasets: tokenize a video collection once, read it fast for language-model training."""
