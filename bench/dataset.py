@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from semcodec.data import LMCollator, LMVocab, TokenDataset, to_lm_sequence
-from semcodec.data.build import ShardWriter, build, dataset_meta, prepare_dir
+from semcodec.data.build import ShardWriter, build, prepare_dir
 from semcodec.data.dataset import META_FILE
 
 

@@ -6,7 +6,6 @@ error), never a traceback, never a partial output file.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 

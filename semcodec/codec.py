@@ -25,7 +25,7 @@ from .checkpoint import Checkpoint
 from .gop import CrossFader, Group, plan_groups
 from .video import (Geometry, VideoInfo, VideoWriter, from_model, iter_semantic_frames, probe,
                     semantic_frame_count, to_model)
-from .zoo import ModelError, load_model
+from .zoo import load_model
 
 
 class CodecError(ValueError):

@@ -69,7 +69,6 @@ def iter_frames(path) -> Iterator[np.ndarray]:
 
 
 def probe(path) -> VideoInfo:
-    import av
     c = _open(path)
     try:
         s = c.streams.video[0]

@@ -15,7 +15,6 @@ format is specified in ``docs/datasets.md``.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import sys
