@@ -37,14 +37,13 @@ def export(run_dir: str | Path, out: str | Path, prior_batches: int = 100, name:
     cfg = CodecConfig.from_dict(state["config"])
     if name:
         cfg = cfg.replace(name=name)
-    model = VideoTokenizer(cfg).eval()
-    model.load_state_dict(load_file(str(run / "ckpt" / "ema.safetensors")))
     args = state["args"]
     batches = Batches(make_sources(args["data"], cfg.fps), args.get("weights"), cfg,
                       args.get("widths") or [cfg.frame_size[1]], 1, args.get("seed", 0))
     # round-trip through float16 first so the prior is measured on exactly the shipped weights
     half = VideoTokenizer(cfg).eval()
-    half.load_state_dict({k: (v.half().float() if v.is_floating_point() else v) for k, v in model.state_dict().items()})
+    ema = load_file(str(run / "ckpt" / "ema.safetensors"))
+    half.load_state_dict({k: (v.half().float() if v.is_floating_point() else v) for k, v in ema.items()})
     counts = measure_prior(half, batches, prior_batches)
     return save_checkpoint(half, cfg, out, dtype=torch.float16, token_counts=counts,
                            extra={"step": state["step"], "run": str(run), "prior_batches": prior_batches})

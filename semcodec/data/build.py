@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import (FAILURES_GLOB, FORMAT, META_FILE, MOTION_DOC, MOTION_FPS, MOTION_SIDE, SHARD_DIR,
+from .dataset import (FORMAT, failure_records, META_FILE, MOTION_DOC, MOTION_FPS, MOTION_SIDE, SHARD_DIR,
                       SHARD_SUFFIX, SPECIALS, VERSION, DatasetError, shard_paths)
 
 VIDEO_EXT = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".gif"}
@@ -302,18 +302,6 @@ class ShardWriter:
         return path
 
 
-def _read_failed(out) -> dict[str, dict]:
-    failed = {}
-    for p in sorted(Path(out).glob(FAILURES_GLOB)):
-        for line in p.read_text(errors="replace").splitlines():
-            try:
-                rec = json.loads(line)
-                failed[rec["clip_id"]] = rec
-            except (ValueError, KeyError, TypeError):
-                continue
-    return failed
-
-
 def _done_ids(out) -> set[str]:
     import pyarrow.parquet as pq
     done = set()
@@ -375,7 +363,7 @@ def build(sources, out, model=None, captions=None, workers: int = 1, rank: int |
     try:
         mine = [c for i, c in enumerate(clips) if i % world == rank]
         rep.assigned = len(mine)
-        done, failed = _done_ids(out), _read_failed(out)
+        done, failed = _done_ids(out), failure_records(out)
         todo = [c for c in mine if c.clip_id not in done]
         rep.present = len(mine) - len(todo)
         fail_path = Path(out) / f"failures-r{rank:05d}.jsonl"

@@ -281,8 +281,8 @@ def shard_paths(ds_dir) -> list[Path]:
     return sorted(p for p in d.glob(f"*{SHARD_SUFFIX}") if not p.name.startswith(".")) if d.is_dir() else []
 
 
-def read_failures(ds_dir) -> list[dict]:
-    """Failure records of all ranks (last record per clip id), without clips that are in a shard."""
+def failure_records(ds_dir) -> dict[str, dict]:
+    """The failures files of all ranks as clip id -> last record (shard membership not checked)."""
     out: dict[str, dict] = {}
     for p in sorted(Path(ds_dir).glob(FAILURES_GLOB)):
         for line in p.read_text(errors="replace").splitlines():
@@ -291,6 +291,12 @@ def read_failures(ds_dir) -> list[dict]:
                 out[rec["clip_id"]] = rec
             except (ValueError, KeyError, TypeError):
                 continue          # a line cut by a kill
+    return out
+
+
+def read_failures(ds_dir) -> list[dict]:
+    """Failure records of all ranks (last record per clip id), without clips that are in a shard."""
+    out = failure_records(ds_dir)
     if out:
         import pyarrow.parquet as pq
         for s in shard_paths(ds_dir):
