@@ -62,8 +62,10 @@ def cli():
 @click.option("--model", default=None, help="shipped model name or checkpoint path [default: s128]")
 @click.option("--entropy", type=click.Choice(["adaptive", "prior", "fixed"]), default="adaptive", show_default=True,
               help="entropy coding of token ids")
+@click.option("--fps", type=float, default=None,
+              help="semantic frames per second, the rate control: tokens/s scale with it [default: the model's]")
 @click.option("--device", default=None, help="torch device [default: cuda if available, else cpu]")
-def encode(src, dst, model, entropy, device):
+def encode(src, dst, model, entropy, fps, device):
     """Encode a video (any container FFmpeg reads) into a token stream."""
     from .codec import Codec
     from .gop import plan_groups
@@ -71,10 +73,10 @@ def encode(src, dst, model, entropy, device):
     _check_output(dst)
     info = probe(src)
     codec = Codec.load(model, device)
-    n_sem = semantic_frame_count(info.frames, info.fps, codec.config.fps)
+    n_sem = semantic_frame_count(info.frames, info.fps, codec.semantic_fps(fps))
     cb, close = _progress(len(plan_groups(n_sem, codec.config.group, codec.config.overlap)), "encode")
     try:
-        codec.encode_file(src, dst, entropy=entropy, progress=cb)
+        codec.encode_file(src, dst, entropy=entropy, progress=cb, fps=fps)
     finally:
         close()
 

@@ -28,6 +28,9 @@ from .video import (Geometry, VideoInfo, VideoWriter, from_model, iter_semantic_
 from .zoo import load_model
 
 
+MIN_SEMANTIC_FPS, MAX_SEMANTIC_FPS = 0.5, 30.0
+
+
 class CodecError(ValueError):
     """A request the codec cannot honour (message is user-facing)."""
 
@@ -86,16 +89,28 @@ class Codec:
         idx = torch.as_tensor(np.asarray(tokens, dtype=np.int64), device=self.device)[None]
         return self.model.decode(idx, size)[0].float().cpu()
 
-    def iter_encode(self, src, info: VideoInfo | None = None) -> tuple[StreamHeader, Iterator[GroupRecord]]:
-        """The stream header (entropy mode still to be set) and a lazy iterator over coded groups."""
+    def semantic_fps(self, fps: float | None) -> float:
+        """The semantic frame rate to encode at: the model's, or ``fps`` (the rate control: tokens/s
+        scale with it). Models trained with ``--fps-choices`` code any rate in that range well."""
+        if fps is None:
+            return self.config.fps
+        if not (math.isfinite(fps) and MIN_SEMANTIC_FPS <= fps <= MAX_SEMANTIC_FPS):
+            raise CodecError(f"--fps must be between {MIN_SEMANTIC_FPS:g} and {MAX_SEMANTIC_FPS:g}, got {fps:g}")
+        return float(fps)
+
+    def iter_encode(self, src, info: VideoInfo | None = None, fps: float | None = None
+                    ) -> tuple[StreamHeader, Iterator[GroupRecord]]:
+        """The stream header (entropy mode still to be set) and a lazy iterator over coded groups,
+        at semantic frame rate ``fps`` (default: the model's)."""
         info = info or probe(src)
         c = self.config
+        sem_fps = self.semantic_fps(fps)
         geo = self.geometry(info.height, info.width)
-        n_sem = semantic_frame_count(info.frames, info.fps, c.fps)
+        n_sem = semantic_frame_count(info.frames, info.fps, sem_fps)
         plan = plan_groups(n_sem, c.group, c.overlap)
         header = StreamHeader(
             model_name=c.name, model_hash=self.content_hash, src_fps=info.fps, src_width=info.width,
-            src_height=info.height, src_frames=info.frames, semantic_fps=c.fps, semantic_frames=n_sem,
+            src_height=info.height, src_frames=info.frames, semantic_fps=sem_fps, semantic_frames=n_sem,
             scaled_height=geo.scaled[0], scaled_width=geo.scaled[1], padded_height=geo.padded[0],
             padded_width=geo.padded[1], group=c.group, overlap=c.overlap, iframe_tokens=c.iframe_tokens,
             pframe_tokens=c.pframe_tokens, codebook_size=c.codebook_size, n_groups=len(plan),
@@ -103,7 +118,7 @@ class Codec:
 
         def groups():
             buf: dict[int, torch.Tensor] = {}
-            frames = iter_semantic_frames(src, info, c.fps)
+            frames = iter_semantic_frames(src, info, sem_fps)
             j = 0
             for g in plan:
                 while j < g.stop:
@@ -115,11 +130,12 @@ class Codec:
                     del buf[k]
         return header, groups()
 
-    def encode_file(self, src, dst, entropy: str = "adaptive", progress: Callable | None = None) -> StreamHeader:
-        """Encode video ``src`` to token stream ``dst`` (written atomically)."""
+    def encode_file(self, src, dst, entropy: str = "adaptive", progress: Callable | None = None,
+                    fps: float | None = None) -> StreamHeader:
+        """Encode video ``src`` to token stream ``dst`` (written atomically) at semantic rate ``fps``."""
         if entropy == "prior" and self.prior is None:
             raise CodecError(f"model '{self.name}' ships no token prior: use --entropy adaptive or fixed")
-        header, groups = self.iter_encode(src)
+        header, groups = self.iter_encode(src, fps=fps)
         header = dataclasses.replace(header, entropy_mode=entropy)
         with StreamWriter(dst, header, prior_counts=self.prior) as w:
             for rec in groups:

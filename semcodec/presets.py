@@ -22,6 +22,8 @@ class CodecConfig:
     short_side: int = 128             # video frames are resized so their short side is this
     max_long_side: int = 320          # ... and their long side at most this (then padded)
     stem_channels: tuple[int, ...] = (64, 96)   # conv stem widths before the last stage
+    stem_blocks: int = 1              # residual blocks per conv stem stage
+    head_blocks: int = 1              # residual blocks per conv head stage
     backbone_path: str | None = None  # local weights of a pretrained backbone ("backbone")
     # --- group of pictures
     fps: float = 4.0                  # semantic frame rate

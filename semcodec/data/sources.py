@@ -43,12 +43,12 @@ class VideoSource:
                              for i in range(0, len(frames), 16)])
             self.scales.append(out)
 
-    def sample(self, rng, frames: int, size) -> np.ndarray:
+    def sample(self, rng, frames: int, size, fps: float | None = None) -> np.ndarray:
         cands = [s for s in self.scales if s.shape[1] >= size[0] and s.shape[2] >= size[1]]
         if not cands:   # narrower than asked: take the largest scale, resize up
             cands = [self.scales[-1]]
         clip_src = cands[int(rng.integers(len(cands)))]
-        n, step = len(clip_src), self.src_fps / self.fps
+        n, step = len(clip_src), self.src_fps / (fps or self.fps)
         span = (frames - 1) * step
         t0 = float(rng.uniform(0, max(0.0, n - 1 - span)))
         idx = [min(n - 1, int(round(t0 + j * step))) for j in range(frames)]
@@ -82,7 +82,7 @@ class PhotoSource:
             raise VideoError(f"no readable photos among {len(paths)} files")
         self.name = f"photos({len(self.images)})"
 
-    def sample(self, rng, frames: int, size) -> np.ndarray:
+    def sample(self, rng, frames: int, size, fps: float | None = None) -> np.ndarray:
         img = self.images[int(rng.integers(len(self.images)))]
         H, W = img.shape[-2:]
         h, w = size
@@ -116,8 +116,8 @@ class SynthSource:
     def __init__(self, fps: float):
         self.fps = fps
 
-    def sample(self, rng, frames: int, size) -> np.ndarray:
-        return synth.render(synth.random_scene(int(rng.integers(2 ** 31))), frames, size, self.fps)
+    def sample(self, rng, frames: int, size, fps: float | None = None) -> np.ndarray:
+        return synth.render(synth.random_scene(int(rng.integers(2 ** 31))), frames, size, fps or self.fps)
 
 
 def make_sources(specs, fps: float) -> list:

@@ -17,7 +17,7 @@ def build_feature_space(cfg: CodecConfig) -> FeatureSpace:
     if cfg.features == "pixels":
         return PixelPatches(cfg.patch)
     if cfg.features == "conv":
-        return ConvFeatures(cfg.patch, cfg.feature_dim, cfg.stem_channels)
+        return ConvFeatures(cfg.patch, cfg.feature_dim, cfg.stem_channels, cfg.stem_blocks, cfg.head_blocks)
     if cfg.features == "backbone":
         return PretrainedBackbone(cfg.backbone_path, cfg.patch, cfg.feature_dim)
     raise ValueError(f"unknown feature space '{cfg.features}' (known: pixels, conv, backbone)")

@@ -27,21 +27,28 @@ class ResBlock(nn.Module):
         return x + self.conv2(F.silu(self.conv1(F.silu(x))))
 
 
+def res_stack(ch: int, n: int) -> nn.Sequential:
+    """``n`` residual blocks; each starts as the identity (zero last conv), so a stack can be
+    deepened from a trained model's weights without changing its output."""
+    return nn.Sequential(*(ResBlock(ch) for _ in range(n)))
+
+
 class ConvFeatures(FeatureSpace):
-    def __init__(self, patch: int, feature_dim: int, channels: tuple[int, ...]):
+    def __init__(self, patch: int, feature_dim: int, channels: tuple[int, ...], stem_blocks: int = 1,
+                 head_blocks: int = 1):
         super().__init__()
         stages = int(math.log2(patch // 4))
         if patch < 4 or 4 * 2 ** stages != patch or len(channels) != stages:
             raise ValueError(f"conv features need patch = 4 * 2^k and k stem widths, got patch {patch}, {channels}")
         self.patch = patch
         widths = list(channels) + [feature_dim]
-        stem = [nn.PixelUnshuffle(4), nn.Conv2d(48, widths[0], 3, padding=1), ResBlock(widths[0])]
+        stem = [nn.PixelUnshuffle(4), nn.Conv2d(48, widths[0], 3, padding=1), res_stack(widths[0], stem_blocks)]
         for a, b in zip(widths[:-1], widths[1:]):
-            stem += [nn.Conv2d(a, b, 4, stride=2, padding=1)] + ([ResBlock(b)] if b != feature_dim else [])
+            stem += [nn.Conv2d(a, b, 4, stride=2, padding=1)] + ([res_stack(b, stem_blocks)] if b != feature_dim else [])
         self.stem = nn.Sequential(*stem)
         head = []      # no residual stage at the grid itself: the transformer is the work there
         for a, b in zip(widths[::-1][:-1], widths[::-1][1:]):
-            head += [nn.Conv2d(a, 4 * b, 3, padding=1), nn.PixelShuffle(2), ResBlock(b)]
+            head += [nn.Conv2d(a, 4 * b, 3, padding=1), nn.PixelShuffle(2), res_stack(b, head_blocks)]
         head += [nn.SiLU(), nn.Conv2d(widths[0], 48, 3, padding=1), nn.PixelShuffle(4)]
         self.head = nn.Sequential(*head)
         # variance-preserving init: PyTorch's default shrinks the signal ~1/sqrt(3) per conv, and
@@ -50,6 +57,16 @@ class ConvFeatures(FeatureSpace):
             if isinstance(mod, nn.Conv2d) and mod.weight.abs().sum() > 0:
                 nn.init.kaiming_normal_(mod.weight, nonlinearity="linear")
                 nn.init.zeros_(mod.bias)
+
+        self._register_load_state_dict_pre_hook(self._upgrade_keys)
+
+    def _upgrade_keys(self, state, prefix, *args):
+        # checkpoints from before the stacks held one ResBlock per stage: "stem.2.conv1.w" is now
+        # "stem.2.0.conv1.w"
+        for key in [k for k in state if k.startswith(prefix)]:
+            parts = key[len(prefix):].split(".")
+            if len(parts) == 4 and parts[0] in ("stem", "head") and parts[2].startswith("conv"):
+                state[prefix + ".".join(parts[:2] + ["0"] + parts[2:])] = state.pop(key)
 
     def embed(self, video):
         self.check_video(video)

@@ -35,9 +35,10 @@ def _resample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``N x h x w x C`` -> ``N x size x C``, bilinear on cell centres (antialiased when shrinking)."""
     if tuple(x.shape[1:3]) == tuple(size):
         return x
-    y = F.interpolate(x.permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=False,
+    # float32: the antialiased kernel has no bfloat16 version (bf16 autocast training)
+    y = F.interpolate(x.permute(0, 3, 1, 2).float(), size=size, mode="bilinear", align_corners=False,
                       antialias=size[0] < x.shape[1] or size[1] < x.shape[2])
-    return y.permute(0, 2, 3, 1)
+    return y.permute(0, 2, 3, 1).to(x.dtype)
 
 
 def grid_to_lattice(vis: torch.Tensor, cfg: CodecConfig) -> torch.Tensor:
