@@ -1,29 +1,42 @@
 """Checkpoints: safetensors weights with the config and a content hash in the metadata.
 
-The content hash (SHA-256 over tensor names, dtypes, shapes and bytes, in name order) is the
-model identity that token streams carry, so a stream can only be decoded by the model that made it.
+The content hash is the model identity that token streams carry, so a stream can only be decoded
+by the model that made it. Format 2 (written now) hashes the config JSON and then the tensors
+(names, dtypes, shapes and bytes, in name order); format 1 (the shipped ``s128``) hashed the
+tensors only and is still read, so its streams keep their identity.
+
+A checkpoint is a file from anywhere: its header is parsed with bounded memory, its config
+checked against ``limits`` and against the size of its tensors, and its hash verified, all
+before a model is built.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_path
+from .limits import check_config, min_parameters
 from .presets import CodecConfig
 
-FORMAT = "semcodec-checkpoint-1"
+FORMAT = "semcodec-checkpoint-2"                    # what save_checkpoint writes
+FORMATS = ("semcodec-checkpoint-1", FORMAT)         # what load_checkpoint reads
+MAX_HEADER = 4 << 20                                # safetensors JSON header: tensor table + metadata
 
 
-def content_hash(state: dict[str, torch.Tensor]) -> str:
+def content_hash(state: dict[str, torch.Tensor], config_json: str | None = None) -> str:
+    """SHA-256 over ``config_json`` (format 2; None for format 1) and the tensors."""
     h = hashlib.sha256()
+    if config_json is not None:
+        h.update(f"config|{len(config_json)}|".encode() + config_json.encode())
     for name in sorted(state):
         t = state[name].detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
@@ -62,31 +75,90 @@ def save_checkpoint(model: torch.nn.Module, config: CodecConfig, path: str | Pat
         state[k] = v.to(dtype) if (dtype is not None and v.is_floating_point()) else v
     if token_counts is not None:
         state[PRIOR_KEY] = torch.as_tensor(np.asarray(token_counts, dtype=np.int64))
-    digest = content_hash(state)
-    meta = {"format": FORMAT, "config": config.to_json(), "content_hash": digest,
+    config_json = config.to_json()
+    digest = content_hash(state, config_json)
+    meta = {"format": FORMAT, "config": config_json, "content_hash": digest,
             "extra": json.dumps(extra or {}, sort_keys=True)}
     atomic_save_file(state, path, meta)
     return digest
 
 
+def read_header(path: str | Path) -> tuple[dict, int]:
+    """The safetensors header of ``path``: its ``__metadata__`` (a semcodec checkpoint's) and the
+    number of elements its tensors hold. Reads at most ``MAX_HEADER`` bytes; ValueError."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        n = int.from_bytes(f.read(8), "little")
+        if size < 8 or n > MAX_HEADER or 8 + n > size:
+            raise ValueError("not a semcodec checkpoint (no safetensors header)")
+        raw = f.read(n)
+    return parse_header(raw)
+
+
+def parse_header(raw: bytes) -> tuple[dict, int]:
+    """``read_header`` on the header's JSON bytes."""
+    try:
+        d = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ValueError("not a semcodec checkpoint (unreadable safetensors header)") from None
+    meta = d.pop("__metadata__", None) if isinstance(d, dict) else None
+    if not isinstance(meta, dict) or meta.get("format") not in FORMATS:
+        raise ValueError("not a semcodec checkpoint")
+    if not all(isinstance(meta.get(k), str) for k in ("config", "content_hash")):
+        raise ValueError("not a semcodec checkpoint (config or content hash missing)")
+    elements = 0
+    for name, t in d.items():
+        shape = t.get("shape") if isinstance(t, dict) else None
+        if not isinstance(shape, list) or not all(type(s) is int and s >= 0 for s in shape):
+            raise ValueError(f"tensor '{str(name)[:64]}' has no valid shape")
+        elements += int(np.prod(shape, dtype=object))
+    return meta, elements
+
+
 def read_metadata(path: str | Path) -> dict:
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a semcodec checkpoint")
-    return meta
+    return read_header(path)[0]
+
+
+def checked_config(meta: dict, elements: int) -> CodecConfig:
+    """The checkpoint's config, within ``limits`` and backed by enough tensor elements; ValueError."""
+    try:
+        d = json.loads(meta["config"])
+        check_config(d)
+        config = CodecConfig.from_dict(d)
+    except (ValueError, TypeError, RecursionError) as e:     # LimitError, bad JSON, CodecConfig's own checks
+        raise ValueError(f"invalid model config: {e}") from None
+    need = min_parameters(config)
+    if need > elements:
+        raise ValueError(f"invalid model config: it needs at least {need} parameters, the file holds {elements}")
+    return config
 
 
 def load_checkpoint(path: str | Path, map_location="cpu", verify: bool = True) -> Checkpoint:
+    """A checkpoint from ``path``; ValueError (one line) for anything wrong with the file."""
     from .model.video_tokenizer import VideoTokenizer
-    meta = read_metadata(path)
-    config = CodecConfig.from_dict(json.loads(meta["config"]))
-    state = load_file(str(path), device="cpu")
+    from .bitstream import quantize_prior
+    meta, elements = read_header(path)
+    config = checked_config(meta, elements)
+    try:
+        state = load_file(str(path), device="cpu")
+    except SafetensorError as e:
+        raise ValueError(f"corrupt safetensors data ({e})") from None
     digest = meta["content_hash"]
-    if verify and content_hash(state) != digest:
+    scheme = meta["config"] if meta["format"] == FORMAT else None
+    if verify and content_hash(state, scheme) != digest:
         raise ValueError(f"{path}: weights do not match their content hash (corrupt file)")
     counts = state.pop(PRIOR_KEY, None)
-    model = VideoTokenizer(config)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    if counts is not None:
+        try:
+            quantize_prior(counts.numpy())
+            if len(counts) != config.codebook_size:
+                raise ValueError(f"{len(counts)} counts for a codebook of {config.codebook_size}")
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"invalid token prior: {e}") from None
+    try:
+        model = VideoTokenizer(config)
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except (ValueError, RuntimeError, TypeError, ArithmeticError, IndexError, KeyError) as e:
+        raise ValueError(f"the weights do not fit the config ({str(e).splitlines()[0]})") from None
     return Checkpoint(model.to(map_location).eval(), config, digest,
                       None if counts is None else counts.numpy(), meta)

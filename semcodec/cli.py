@@ -6,6 +6,7 @@ error), never a traceback, never a partial output file.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -42,12 +43,15 @@ def _progress(total: int, desc: str):
     return (lambda _rec: bar.update(1)), bar.close
 
 
-def _check_output(path: str) -> None:
+def _check_output(path: str, src: str | None = None) -> None:
     parent = Path(path).resolve().parent
     if not parent.is_dir():
         raise UserError(f"output folder does not exist: {parent}")
     if Path(path).is_dir():
         raise UserError(f"output is a directory: {path}")
+    # samefile compares device and inode: links, hard links and other spellings all count
+    if src is not None and os.path.exists(path) and os.path.exists(src) and os.path.samefile(src, path):
+        raise UserError(f"output is the input file: {path} (writing it would destroy the input)")
 
 
 @click.group(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
@@ -70,7 +74,7 @@ def encode(src, dst, model, entropy, fps, device):
     from .codec import Codec
     from .gop import plan_groups
     from .video import probe, semantic_frame_count
-    _check_output(dst)
+    _check_output(dst, src)
     info = probe(src)
     codec = Codec.load(model, device)
     n_sem = semantic_frame_count(info.frames, info.fps, codec.semantic_fps(fps))
@@ -90,10 +94,16 @@ def encode(src, dst, model, entropy, fps, device):
 @click.option("--device", default=None)
 def decode(src, dst, start, end, model, device):
     """Decode a token stream back to video at the source's size, frame rate and frame count."""
-    from .bitstream import read_header
+    from .bitstream import StreamReader
     from .codec import Codec
-    _check_output(dst)
-    header = read_header(src)
+    from .zoo import shipped_models
+    _check_output(dst, src)
+    with StreamReader(src) as reader:      # the whole container checked before a model is loaded
+        header = reader.header
+    if model is None and header.model_name not in shipped_models():
+        # a name from the file is never taken as a path: a stream must not pick files to load
+        raise UserError(f"the stream was made by model '{header.model_name}', which semcodec does not "
+                        f"ship: give its checkpoint with --model")
     codec = Codec.load(model or header.model_name, device)
     codec.check_stream(header)
     span = codec.span(header, start, end)

@@ -25,10 +25,10 @@ from .checkpoint import Checkpoint
 from .gop import CrossFader, Group, plan_groups
 from .video import (Geometry, VideoInfo, VideoWriter, from_model, iter_semantic_frames, probe,
                     semantic_frame_count, to_model)
+from .limits import MAX_SEMANTIC_FPS, MIN_SEMANTIC_FPS, LimitError, check_source
 from .zoo import load_model
 
-
-MIN_SEMANTIC_FPS, MAX_SEMANTIC_FPS = 0.5, 30.0
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
 
 
 class CodecError(ValueError):
@@ -56,7 +56,7 @@ class Codec:
 
     @classmethod
     def load(cls, model: str | Path | None = None, device: str | None = None) -> "Codec":
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = usable_device(device)
         return cls(load_model(model, device), device)
 
     @property
@@ -146,16 +146,43 @@ class Codec:
 
     # ------------------------------------------------------------------ decoding
     def check_stream(self, header: StreamHeader) -> None:
-        if header.model_hash != self.content_hash:
-            raise CodecError(f"the stream was made by model '{header.model_name}' ({header.model_hash[:12]}), "
+        """The stream was made by this model, and its header is one this model's encoder writes:
+        anything else is refused before any work (a forged header cannot ask for more)."""
+        h, c = header, self.config
+        if h.model_hash != self.content_hash:
+            raise CodecError(f"the stream was made by model '{h.model_name}' ({h.model_hash[:12]}), "
                              f"not by the loaded model '{self.name}' ({self.content_hash[:12]})")
+        bad = "the stream's header does not fit model '{}': {} (a forged or damaged file)".format
+        for key in ("group", "overlap", "iframe_tokens", "pframe_tokens", "codebook_size"):
+            if getattr(h, key) != getattr(c, key):
+                raise CodecError(bad(self.name, f"field '{key}' is {getattr(h, key)}, the model's is {getattr(c, key)}"))
+        try:
+            check_source(h.src_width, h.src_height, h.src_fps)
+        except LimitError as e:
+            raise CodecError(bad(self.name, f"the source it claims is not one semcodec codes: {e}")) from None
+        if not MIN_SEMANTIC_FPS <= h.semantic_fps <= MAX_SEMANTIC_FPS:
+            raise CodecError(bad(self.name, f"semantic_fps {h.semantic_fps:g} is outside "
+                                            f"{MIN_SEMANTIC_FPS:g}..{MAX_SEMANTIC_FPS:g}"))
+        geo = self.geometry(h.src_height, h.src_width)
+        if (geo.scaled, geo.padded) != ((h.scaled_height, h.scaled_width), (h.padded_height, h.padded_width)):
+            raise CodecError(bad(self.name, f"its model geometry is not the one of a {h.src_width}x{h.src_height} source"))
+        n_sem = semantic_frame_count(h.src_frames, h.src_fps, h.semantic_fps)
+        if h.semantic_frames != n_sem:
+            raise CodecError(bad(self.name, f"{h.src_frames} source frames make {n_sem} semantic frames, "
+                                            f"not {h.semantic_frames}"))
 
     @staticmethod
     def span(header: StreamHeader, start: float | None, end: float | None) -> Span:
         """Source frames of [start, end) seconds and the groups that produce them."""
         fps, n = header.src_fps, header.src_frames
-        first = 0 if start is None else min(n, max(0, math.ceil(start * fps - 1e-9)))
-        stop = n if end is None else min(n, max(0, math.ceil(end * fps - 1e-9)))
+        for opt, t in (("--start", start), ("--end", end)):
+            if t is not None and not math.isfinite(t):
+                raise CodecError(f"{opt} must be a finite number of seconds, got {t}")
+
+        def frame_at(t: float) -> int:      # clamped to the video first: no overflow for 1e308
+            return math.ceil(min(max(t, 0.0), n / fps + 1) * fps - 1e-9)
+        first = 0 if start is None else min(n, frame_at(start))
+        stop = n if end is None else min(n, frame_at(end))
         if stop <= first:
             raise CodecError(f"empty span: --start {start} --end {end} holds no frame of a "
                              f"{n / fps:.2f} s video")
@@ -215,6 +242,24 @@ class Codec:
                     w.write(frame)
                     n += 1
         return n
+
+
+def usable_device(device: str | None) -> str:
+    """``device`` checked (a known type, present on this machine); None: cuda if there, else cpu."""
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        dev = None
+    if dev is None or dev.type not in DEVICE_TYPES:
+        raise CodecError(f"unknown device '{device}' (use {', '.join(DEVICE_TYPES)}, e.g. cuda:0)")
+    try:
+        torch.empty(1, device=dev)
+    except (RuntimeError, AssertionError, ValueError, NotImplementedError) as e:
+        raise CodecError(f"device '{device}' is not available on this machine "
+                         f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    return device
 
 
 def stream_stats(path) -> dict:

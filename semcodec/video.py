@@ -1,7 +1,9 @@
 """Video in and out with PyAV, and the geometry between a source and the model's frames.
 
 Frames are ``H x W x 3`` uint8 RGB. Semantic frame j is the source frame nearest to time
-``j / fps`` (frame-accurate, decoded in order, so memory stays bounded). The model sees frames
+``j / fps`` (frame-accurate, decoded in order, so memory stays bounded): by index for a constant
+frame rate, by timestamp for a variable one (whose duration is kept: it is coded as
+``duration * fps`` frames at its average rate). The model sees frames
 scaled (keeping the aspect) so the short side is ``short_side`` and the long side at most
 ``max_long_side``, then edge-padded to a multiple of the patch; :class:`Geometry` records it and
 undoes it on the way out.
@@ -19,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .atomic import commit, temp_beside
+from .limits import LimitError, check_source
 
 
 class VideoError(Exception):
@@ -30,8 +33,9 @@ class VideoInfo:
     width: int
     height: int
     fps: float
-    frames: int           # counted by decoding when the container does not say
+    frames: int           # frames of the coded video: ``duration * fps`` when the rate varies
     duration: float
+    variable: bool = False   # variable frame rate: frames are placed by their timestamps
 
 
 def _open(path):
@@ -53,35 +57,63 @@ def _open(path):
     return c
 
 
-def iter_frames(path) -> Iterator[np.ndarray]:
-    """Every decoded frame, ``H x W x 3`` uint8 RGB."""
+def iter_timed_frames(path) -> Iterator[tuple[float | None, np.ndarray]]:
+    """Every decoded frame, ``H x W x 3`` uint8 RGB, with its time in seconds (None if unknown)."""
     import av
     c = _open(path)
     try:
         stream = c.streams.video[0]
         stream.thread_type = "AUTO"
         for frame in c.decode(stream):
-            yield frame.to_ndarray(format="rgb24")
+            yield frame.time, frame.to_ndarray(format="rgb24")
     except av.error.FFmpegError as e:
         raise VideoError(f"corrupt video data in {path}: {e}") from e
     finally:
         c.close()
 
 
+def iter_frames(path) -> Iterator[np.ndarray]:
+    """Every decoded frame, ``H x W x 3`` uint8 RGB."""
+    for _, frame in iter_timed_frames(path):
+        yield frame
+
+
+def _packet_times(c, s) -> list[int]:
+    """Presentation timestamps of the video packets, sorted (demuxed only: no decoding)."""
+    import av
+    try:
+        return sorted(p.pts for p in c.demux(s) if p.pts is not None and p.size)
+    except av.error.FFmpegError:
+        return []
+
+
 def probe(path) -> VideoInfo:
+    """Size, rate and frame count of a video: its packets are counted (a container's own count
+    may lie) and their timestamps tell a variable frame rate. Videos beyond ``limits`` are
+    refused here, before a frame is decoded."""
+    import av
     c = _open(path)
     try:
         s = c.streams.video[0]
         rate = s.average_rate or s.guessed_rate or Fraction(25)
         fps = float(rate)
         w, h = s.codec_context.width, s.codec_context.height
-        n = s.frames
+        try:
+            check_source(w or 1, h or 1, fps)
+        except LimitError as e:
+            raise VideoError(f"{path}: {e}") from None
+        pts, tb = _packet_times(c, s), s.time_base
+    except av.error.FFmpegError as e:
+        raise VideoError(f"corrupt video data in {path}: {e}") from e
     finally:
         c.close()
-    if not n:
-        n = sum(1 for _ in iter_frames(path))
+    n = len(pts) or sum(1 for _ in iter_frames(path))
     if n == 0 or not w or not h:
         raise VideoError(f"no decodable frames in {path}")
+    steps = np.diff(np.asarray(pts, dtype=np.float64)) * float(tb or 0)
+    if len(steps) > 1 and steps.min() > 0 and steps.max() > 1.02 * steps.min():
+        duration = (pts[-1] - pts[0]) * float(tb) + float(np.median(steps))
+        return VideoInfo(w, h, fps, max(1, round(duration * fps)), duration, variable=True)
     return VideoInfo(w, h, fps, n, n / fps)
 
 
@@ -96,6 +128,9 @@ def semantic_source_index(j: int, src_fps: float, fps: float, n_source: int) -> 
 
 def iter_semantic_frames(path, info: VideoInfo, fps: float) -> Iterator[np.ndarray]:
     """The source frames nearest to times j / fps, j = 0 .. semantic_frame_count - 1."""
+    if info.variable:
+        yield from _semantic_by_time(path, info, fps)
+        return
     n_sem = semantic_frame_count(info.frames, info.fps, fps)
     want = [semantic_source_index(j, info.fps, fps, info.frames) for j in range(n_sem)]
     j, last = 0, None
@@ -108,6 +143,23 @@ def iter_semantic_frames(path, info: VideoInfo, fps: float) -> Iterator[np.ndarr
             return
     while j < n_sem and last is not None:        # the container over-reported its frame count
         yield last
+        j += 1
+
+
+def _semantic_by_time(path, info: VideoInfo, fps: float) -> Iterator[np.ndarray]:
+    """A variable frame rate: semantic frame j is the frame whose timestamp is nearest j / fps."""
+    n_sem = semantic_frame_count(info.frames, info.fps, fps)
+    j, t0, prev = 0, None, None
+    for t, frame in iter_timed_frames(path):
+        t0 = t if t0 is None else t0
+        if prev is not None and t is not None:
+            mid = (prev[0] + t) / 2 - t0          # prev is nearer than this frame before mid
+            while j < n_sem and j / fps < mid:
+                yield prev[1]
+                j += 1
+        prev = (t if t is not None else (prev[0] if prev else 0.0), frame)
+    while j < n_sem and prev is not None:
+        yield prev[1]
         j += 1
 
 
@@ -174,34 +226,47 @@ class VideoWriter:
             raise VideoError(f"output folder does not exist: {self.path.parent}")
         self._tmp = str(temp_beside(self.path, suffix=ext))
         self.size = size
-        self._c = av.open(self._tmp, mode="w")
-        rate = Fraction(fps).limit_denominator(1001)
-        self._s = self._c.add_stream(self.CODECS[ext], rate=rate)
-        self._s.height, self._s.width = size
-        odd = size[0] % 2 or size[1] % 2
-        self._s.pix_fmt = "yuv444p" if odd and self.CODECS[ext] == "libx264" else "yuv420p"
-        if self.CODECS[ext] == "libx264":
-            self._s.options = {"crf": str(crf), "preset": "medium"}
         self._done = False
+        try:
+            self._c = av.open(self._tmp, mode="w")
+            rate = Fraction(fps).limit_denominator(1001)
+            self._s = self._c.add_stream(self.CODECS[ext], rate=rate)
+            self._s.height, self._s.width = size
+            odd = size[0] % 2 or size[1] % 2
+            self._s.pix_fmt = "yuv444p" if odd and self.CODECS[ext] == "libx264" else "yuv420p"
+            if self.CODECS[ext] == "libx264":
+                self._s.options = {"crf": str(crf), "preset": "medium"}
+        except (av.error.FFmpegError, ValueError, ZeroDivisionError) as e:
+            self.abort()
+            raise VideoError(f"cannot write a {size[1]}x{size[0]} video at {fps:g} fps to {path}: {e}") from None
 
     def write(self, frame: np.ndarray) -> None:
         import av
-        for pkt in self._s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-            self._c.mux(pkt)
+        try:
+            for pkt in self._s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                self._c.mux(pkt)
+        except (av.error.FFmpegError, ValueError) as e:
+            raise VideoError(f"cannot write video {self.path}: {e}") from None
 
     def close(self) -> None:
+        import av
         if self._done:
             return
-        for pkt in self._s.encode():
-            self._c.mux(pkt)
-        self._c.close()
+        try:
+            for pkt in self._s.encode():
+                self._c.mux(pkt)
+            self._c.close()
+        except (av.error.FFmpegError, ValueError) as e:
+            self.abort()
+            raise VideoError(f"cannot write video {self.path}: {e}") from None
         commit(self._tmp, self.path)
         self._done = True
 
     def abort(self) -> None:
         if not self._done:
             try:
-                self._c.close()
+                if hasattr(self, "_c"):
+                    self._c.close()
             except Exception:
                 pass
             Path(self._tmp).unlink(missing_ok=True)

@@ -35,4 +35,9 @@ def load_model(model: str | Path | None = None, device="cpu") -> Checkpoint:
     try:
         return load_checkpoint(path, map_location=device)
     except (ValueError, OSError) as e:
-        raise ModelError(f"cannot load model {path}: {e}") from e
+        raise ModelError(f"cannot load model {path}: {_one_line(e)}") from None
+
+
+def _one_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

@@ -14,7 +14,6 @@ and every failure is a ``BitstreamError`` with a one-line message.
 from __future__ import annotations
 
 import os
-import secrets
 import struct
 import zlib
 from dataclasses import dataclass, replace
@@ -23,8 +22,9 @@ from typing import Iterator
 
 import numpy as np
 
-from .entropy import (PayloadError, TokenCoder, complete_params, fixed_payload_size, needs_prior,
-                      prior_digest, quantize_prior)
+from ..atomic import commit, temp_beside
+from .entropy import (MAX_WORK_PER_BYTE, PayloadError, TokenCoder, complete_params, decode_work,
+                      fixed_payload_size, needs_prior, prior_digest, quantize_prior)
 from .errors import BitstreamError
 from .header import HeaderError, StreamHeader, normalized
 
@@ -104,8 +104,8 @@ class StreamWriter:
         self.payload_bytes = 0
         js = self.header.to_json()
         head = PREFIX.pack(MAGIC, *FORMAT_VERSION, len(js)) + js
-        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-        self._f = open(self._tmp, "xb")
+        self._tmp = temp_beside(self.path)
+        self._f = open(self._tmp, "wb")
         try:
             self._f.write(head + struct.pack("<I", _crc(head)))
             self._pos = len(head) + 4
@@ -164,7 +164,7 @@ class StreamWriter:
             os.fsync(self._f.fileno())
             self._f.close()
             self._f = None
-            os.replace(self._tmp, self.path)
+            commit(self._tmp, self.path)
         except BaseException:
             self.abort()
             raise
@@ -293,6 +293,7 @@ class StreamReader:
         self._offsets = [int(v) for v in offsets.tolist()]
         self._lengths = [int(v) for v in lengths.tolist()]
         self._check_payload_sizes()
+        self._check_work()
         self._coder, self._missing = None, None
         params = h.entropy_params
         prior_q = None
@@ -329,6 +330,17 @@ class StreamReader:
                 if v % 4:
                     raise BitstreamError(f"{self._name} is corrupt: group {i} of {n} has a payload "
                                          f"that is not a whole number of 32-bit words")
+
+    def _check_work(self) -> None:
+        """Decoding costs at most ``MAX_WORK_PER_BYTE`` per byte of the file: a header cannot
+        declare hours of decoding for a few bytes (rANS decodes any number of tokens from an
+        empty payload once its state is 0)."""
+        h = self.header
+        work = sum(decode_work(h.entropy_mode, h.entropy_params, h.codebook_size, h.tokens_in_group(i)) * m
+                   for i, m in ((0, h.n_groups - 1), (h.n_groups - 1, 1)))
+        if work > MAX_WORK_PER_BYTE * self._size:
+            raise BitstreamError(f"{self._name} is corrupt: its header declares more decoding work "
+                                 f"({h.total_tokens} tokens) than a stream of {self._size} bytes can hold")
 
     def _diagnose(self) -> None:
         """The footer is missing or damaged: walk the chunks to say what is wrong. Raises."""

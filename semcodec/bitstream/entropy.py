@@ -35,6 +35,10 @@ MAX_GROUP_TOKENS = 1 << 22          # most tokens one group may declare (bounds 
 MAX_BLOCK = 1 << 16
 MAX_INCREMENT = 1 << 16
 _COUNT_LIMIT = 1 << 39              # adaptive totals stay below this: c * (2**24) fits in int64
+# Decoding work a stream may declare per byte of file, in units of one token or one symbol of a
+# model rebuild (``decode_work``). semcodec's own streams need under 3000 even when every payload
+# is empty; 16384 bounds a forged stream to well under a millisecond of decoding per byte.
+MAX_WORK_PER_BYTE = 1 << 14
 
 # Adaptive-mode defaults (tuned on synthetic Zipf-like streams with repetition across frames).
 DEFAULT_BLOCK = 32
@@ -236,6 +240,14 @@ def validate_params(mode: str, codebook_size: int, params: Any) -> None:
         _sha_param(params)
     _int_param(params, "block", 1, MAX_BLOCK)
     _int_param(params, "increment", 1, MAX_INCREMENT)
+
+
+def decode_work(mode: str, params: dict, codebook_size: int, n_tokens: int) -> int:
+    """The cost of decoding ``n_tokens`` tokens of one group: a unit per token, and in the adaptive
+    mode ``codebook_size`` units per model rebuild (one per block after the first)."""
+    if mode != "adaptive":
+        return n_tokens
+    return n_tokens + (-(-n_tokens // params["block"]) - 1) * codebook_size
 
 
 def needs_prior(mode: str, params: dict) -> bool:
