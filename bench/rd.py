@@ -1,25 +1,30 @@
-"""Rate-distortion of semcodec against libx264 and libx265 (through PyAV) on real clips.
+"""Rate-distortion of semcodec against the fair classic anchors (and, optionally, full-size
+libx264 / libx265) on real clips, with Bjontegaard deltas.
 
 ``python -m bench.rd [--clips A.mp4 ...] [--models s128 run/x.safetensors] [--out results/rd.json]``
 
 For each clip:
 
-- semcodec: every model (shipped names or checkpoint paths) x entropy mode (fixed / prior /
-  adaptive). The token ids do not depend on the entropy mode, so each model encodes the clip once,
-  the ids are written as one real ``tokens.bin`` per mode (the bitrate of each mode is its file
-  size), and the adaptive stream is decoded once with ``Codec.decode_file`` to a real MP4 (what
+- semcodec: every model (shipped names or checkpoint paths) x semantic frame rate (``--semantic-fps``,
+  the codec's rate control: 2 / 4 / 8 by default) x entropy mode (fixed / prior / adaptive). The
+  token ids do not depend on the entropy mode, so each operating point encodes the clip once, the
+  ids are written as one real ``tokens.bin`` per mode (the bitrate of each mode is its file size),
+  and the adaptive stream is decoded once with ``Codec.decode_file`` to a real MP4 (what
   ``semcodec decode`` writes), whose pictures serve every mode.
-- libx264 / libx265: a CRF ladder (18 ... 51) at the source size, plus the lowest rate each
-  reaches there ("floor": CRF 51 with the quantiser pinned at its maximum, qpmin=69 for x264, 51
-  for x265). Optionally (``--down-short 128``, on by default, for sources whose short side is at
-  least 1.5 x 128) the same codecs on a copy downscaled to 128 px on the short side (area),
-  upscaled back bilinearly for measurement, the way semcodec itself works: labelled
-  ``libx264-128p`` / ``libx265-128p``.
+- the fair anchors (``bench.anchors``, DESIGN.md §7): x265 / x264 veryslow and SVT-AV1 preset 4
+  on the picture at 128 px and 4 or 8 fps, raw elementary stream bytes (MP4 size apart), decoded,
+  upsampled bicubically and blended back to the source's size and rate. Each codec's curve is its
+  best over the frame rates (``envelope``).
+- optionally (``--codecs libx264 libx265``) a CRF ladder (18 ... 51) at the source size plus the
+  lowest rate each reaches there ("floor": CRF 51 with the quantiser pinned at its maximum), and
+  (``--down-short 128``) the same codecs downscaled to 128 px at the full frame rate
+  (``libx264-128p-fullrate``).
 
 Bitrates are real file sizes over the clip's duration (kbit/s; ``payload_kbps`` leaves out the
 container: packets for MP4, group payloads for tokens.bin). Quality: RGB PSNR and SSIM from
 ``bench.metrics.compare`` at 128 px on the short side (the project's measure) and at the source
-size. Output: one JSON entry per operating point and one RD plot (PNG) per clip.
+size. Output: one JSON entry per operating point, one RD plot (PNG) per clip with every curve, and
+the BD-rate / BD-PSNR of each semcodec curve against each anchor (``bench.bjontegaard``).
 """
 from __future__ import annotations
 
@@ -165,7 +170,7 @@ def x26x_points(src: np.ndarray, fps: float, tmp: Path, codecs=("libx264", "libx
     rows = []
     for codec in codecs:
         for size, frames, ladder in variants:
-            label = codec if size is None else f"{codec}-{down_short}p"
+            label = codec if size is None else f"{codec}-{down_short}p-fullrate"
             points = [(c, False) for c in ladder] + ([(51, True)] if floor else [])
             for crf, fl in points:
                 opts, params = x26x_options(codec, crf, preset, fl)
@@ -191,8 +196,9 @@ def x26x_points(src: np.ndarray, fps: float, tmp: Path, codecs=("libx264", "libx
 
 
 def semcodec_points(codec, clip: str, src: np.ndarray, fps: float, tmp: Path, modes=ENTROPY_MODES,
-                    label: str | None = None, log=print) -> list[dict]:
-    """One entry per entropy mode; one encode and one decode for all of them."""
+                    label: str | None = None, log=print, semantic_fps: float | None = None) -> list[dict]:
+    """One entry per entropy mode at one semantic frame rate (the codec's rate control; None: the
+    model's own); one encode and one decode for all of them."""
     from semcodec.bitstream import StreamReader, StreamWriter
     from semcodec.codec import stream_stats
     from semcodec.video import probe
@@ -200,8 +206,9 @@ def semcodec_points(codec, clip: str, src: np.ndarray, fps: float, tmp: Path, mo
     if info.frames != len(src):
         info = dataclasses.replace(info, frames=len(src), duration=len(src) / info.fps)
     label = label or codec.name
+    sem_fps = codec.semantic_fps(semantic_fps)
     t0 = time.perf_counter()
-    header, groups = codec.iter_encode(clip, info)
+    header, groups = codec.iter_encode(clip, info, fps=sem_fps)
     records = list(groups)
     enc_s = time.perf_counter() - t0
     streams = {}
@@ -209,7 +216,7 @@ def semcodec_points(codec, clip: str, src: np.ndarray, fps: float, tmp: Path, mo
         if mode == "prior" and codec.prior is None:
             log(f"  semcodec-{label}: model ships no token prior, no 'prior' point")
             continue
-        path = tmp / f"semcodec-{label}-{mode}.bin"
+        path = tmp / f"semcodec-{label}-{sem_fps:g}-{mode}.bin"
         t1 = time.perf_counter()
         with StreamWriter(path, dataclasses.replace(header, entropy_mode=mode), prior_counts=codec.prior) as w:
             for r in records:
@@ -221,7 +228,7 @@ def semcodec_points(codec, clip: str, src: np.ndarray, fps: float, tmp: Path, mo
     if not streams:
         return []
     ref = streams.get("adaptive", next(iter(streams.values())))[0]
-    recon = tmp / f"semcodec-{label}.mp4"
+    recon = tmp / f"semcodec-{label}-{sem_fps:g}.mp4"
     t2 = time.perf_counter()
     codec.decode_file(ref, recon)
     dec_s = time.perf_counter() - t2
@@ -231,7 +238,8 @@ def semcodec_points(codec, clip: str, src: np.ndarray, fps: float, tmp: Path, mo
     for mode, (path, code_s) in streams.items():
         st = stream_stats(path)
         d = st["duration_s"]
-        rows.append({"codec": f"semcodec-{label}-{mode}", "family": "semcodec", "model": codec.name,
+        rows.append({"codec": f"semcodec-{label}@{sem_fps:g}fps-{mode}", "series": f"semcodec-{label}-{mode}",
+                     "family": "semcodec", "model": codec.name, "semantic_fps": sem_fps,
                      "model_hash": codec.content_hash, "entropy": mode,
                      "coded_size": [header.padded_width, header.padded_height],
                      "bitrate_kbps": st["kbit_per_s"], "payload_kbps": 8 * st["payload_bytes"] / d / 1000,
@@ -239,7 +247,7 @@ def semcodec_points(codec, clip: str, src: np.ndarray, fps: float, tmp: Path, mo
                      "duration_s": d, "tokens": st["tokens"], "tokens_per_s": st["tokens_per_s"],
                      "bits_per_token": st["bits_per_token"], **q,
                      "encode_s": enc_s + code_s, "decode_s": dec_s})
-        log(f"  semcodec-{label}-{mode:8s} {st['kbit_per_s']:9.2f} kbit/s  PSNR@128 {q['psnr_128']:6.2f}  "
+        log(f"  semcodec-{label}@{sem_fps:g}fps-{mode:8s} {st['kbit_per_s']:9.2f} kbit/s  PSNR@128 {q['psnr_128']:6.2f}  "
             f"SSIM@128 {q['ssim_128']:.4f}  ({st['tokens_per_s']:.0f} tokens/s, {st['bits_per_token']:.2f} bit/token)")
         path.unlink()
     recon.unlink()
@@ -247,7 +255,8 @@ def semcodec_points(codec, clip: str, src: np.ndarray, fps: float, tmp: Path, mo
 
 
 def run_clip(clip: str, codecs_loaded: list[tuple[str, object]], tmp: Path, x26x: dict,
-             max_frames: int | None = None, modes=ENTROPY_MODES, log=print) -> dict:
+             max_frames: int | None = None, modes=ENTROPY_MODES, log=print, semantic_fps=(None,),
+             anchors: dict | None = None) -> dict:
     from semcodec.video import probe
     info = probe(clip)
     src = read_frames(clip, max_frames)
@@ -262,8 +271,13 @@ def run_clip(clip: str, codecs_loaded: list[tuple[str, object]], tmp: Path, x26x
     log(f"{Path(clip).name}: {src.shape[2]}x{src.shape[1]}, {len(src)} frames @ {info.fps:.3f} fps")
     rows = []
     for label, codec in codecs_loaded:
-        rows += semcodec_points(codec, clip_in, src, info.fps, tmp, modes, label, log)
-    rows += x26x_points(src, info.fps, tmp, log=log, **x26x)
+        for f in semantic_fps:
+            rows += semcodec_points(codec, clip_in, src, info.fps, tmp, modes, label, log, f)
+    if anchors and anchors.get("codecs"):
+        from bench.anchors import anchor_points
+        rows += anchor_points(src, info.fps, tmp, log=log, **anchors)
+    if x26x.get("codecs"):
+        rows += x26x_points(src, info.fps, tmp, log=log, **x26x)
     return {"source": {"file": str(clip), "width": int(src.shape[2]), "height": int(src.shape[1]),
                        "fps": info.fps, "frames": int(len(src)), "duration_s": len(src) / info.fps},
             "results": rows}
@@ -281,18 +295,25 @@ def plot_clip(name: str, entry: dict, path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(17, 5))
     series: dict[str, list[dict]] = {}
     for r in rows:
-        key = r["codec"].rsplit("-", 1)[0] if r["family"] == "semcodec" else r["codec"]
-        series.setdefault(key, []).append(r)
+        series.setdefault(series_key(r), []).append(r)
     for ax, (m, title) in zip(axes, panels):
         for key, rs in series.items():
             rs = sorted(rs, key=lambda r: r["bitrate_kbps"])
             sem = rs[0]["family"] == "semcodec"
+            if rs[0].get("anchor"):     # the fair anchor: its best over frame rates, all points faint
+                from bench.anchors import envelope
+                env = envelope(rs, m)
+                rates = "/".join(sorted({f"{r['params']['fps']:g}" for r in rs}))
+                line, = ax.plot([r["bitrate_kbps"] for r in env], [r[m] for r in env], "o-", markersize=4,
+                                linewidth=2, label=f"{key} (best of {rates} fps)")
+                ax.scatter([r["bitrate_kbps"] for r in rs], [r[m] for r in rs], s=8, alpha=0.3, color=line.get_color())
+                continue
             ax.plot([r["bitrate_kbps"] for r in rs], [r[m] for r in rs], marker="*" if sem else "o",
                     markersize=12 if sem else 5, linestyle=":" if sem else ("--" if key.endswith("p") else "-"),
-                    label=key + (" (fixed/prior/adaptive)" if sem else ""))
+                    label=key + (" (semantic fps)" if sem else ""))
             if sem:
                 for r in rs:
-                    ax.annotate(r["entropy"][0], (r["bitrate_kbps"], r[m]), textcoords="offset points",
+                    ax.annotate(f"{r['semantic_fps']:g}", (r["bitrate_kbps"], r[m]), textcoords="offset points",
                                 xytext=(0, 7), ha="center", fontsize=7)
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
@@ -308,6 +329,46 @@ def plot_clip(name: str, entry: dict, path) -> None:
     plt.close(fig)
 
 
+def series_key(r: dict) -> str:
+    """The curve a point belongs to: a semcodec model and entropy mode over its semantic frame
+    rates; an anchor codec over its frame rates and CRFs; a classic codec over its CRFs."""
+    if r["family"] == "semcodec":
+        return r.get("series") or r["codec"].rsplit("-", 1)[0]
+    return r["codec"]
+
+
+def bd_table(name: str, entry: dict) -> str:
+    """BD-rate (and BD-PSNR) of each semcodec curve against each fair anchor's envelope."""
+    from bench.anchors import envelope
+    from bench.bjontegaard import bd_psnr, bd_rate
+    rows = entry["results"]
+    sem = {}
+    for r in rows:
+        if r["family"] == "semcodec":
+            sem.setdefault(series_key(r), []).append(r)
+    anchors = {}
+    for r in rows:
+        if r.get("anchor"):
+            anchors.setdefault(r["codec"], []).append(r)
+    if not sem or not anchors:
+        return ""
+    lines = [f"{name}: Bjontegaard deltas of semcodec against the fair anchors (PSNR@128; negative BD-rate = "
+             "fewer bits than the anchor)", "", "| semcodec curve | anchor | BD-rate | BD-PSNR | semcodec PSNR range | "
+             "anchor PSNR range |", "|---|---|---|---|---|---|"]
+    for skey, srs in sem.items():
+        if len({r["semantic_fps"] for r in srs}) < 2:
+            continue
+        for akey, ars in anchors.items():
+            env = envelope(ars)
+            args = ([r["bitrate_kbps"] for r in env], [r["psnr_128"] for r in env],
+                    [r["bitrate_kbps"] for r in srs], [r["psnr_128"] for r in srs])
+            br, bp = bd_rate(*args), bd_psnr(*args)
+            lines.append(f"| {skey} | {akey} | " + ("n/a (no PSNR overlap)" if br is None else f"{br:+.1f}%")
+                         + " | " + ("n/a" if bp is None else f"{bp:+.2f} dB")
+                         + f" | {min(args[3]):.2f}-{max(args[3]):.2f} | {min(args[1]):.2f}-{max(args[1]):.2f} |")
+    return "\n".join(lines)
+
+
 def table(name: str, entry: dict) -> str:
     full = all("ssim_src" in r for r in entry["results"])
     lines = [f"### {name}", "", "| codec | params | kbit/s | kbit/s payload | PSNR@128 | SSIM@128 | PSNR src |"
@@ -315,6 +376,8 @@ def table(name: str, entry: dict) -> str:
     for r in sorted(entry["results"], key=lambda r: (r["family"] != "semcodec", r["codec"], -r["bitrate_kbps"])):
         if r["family"] == "semcodec":
             p = f"{r['tokens_per_s']:.0f} tok/s, {r['bits_per_token']:.2f} bit/tok"
+        elif r.get("anchor"):
+            p = f"{r['params']['fps']:g} fps, crf {r['params']['crf']}, mp4 {r['container_kbps']:.2f} kbit/s"
         else:
             p = f"crf {r['params']['crf']}" + (f", qpmin {r['params']['qpmin']}" if "qpmin" in r["params"] else "")
         lines.append(f"| {r['codec']} | {p} | {r['bitrate_kbps']:.2f} | {r['payload_kbps']:.2f} | {r['psnr_128']:.2f} "
@@ -326,10 +389,12 @@ def summary(name: str, entry: dict) -> str:
     """Per semcodec point: each classic series' PSNR@128 at the same bitrate (interpolated in log
     rate along its RD curve) where the series reaches that rate, else its lowest rate."""
     rows = entry["results"]
+    from bench.anchors import envelope
     series: dict[str, list[dict]] = {}
     for r in rows:
         if r["family"] != "semcodec":
             series.setdefault(r["codec"], []).append(r)
+    series = {k: envelope(v) if v[0].get("anchor") else v for k, v in series.items()}
     lines = [f"{name}: classic codecs at semcodec's bitrate (PSNR@128 / SSIM@128, interpolated in log rate)"]
     for r in (r for r in rows if r["family"] == "semcodec" and r["entropy"] == "adaptive"):
         parts = []
@@ -369,7 +434,12 @@ def main(argv=None) -> dict:
     p.add_argument("--clips", nargs="+", default=None, help="videos [default: bigbuckbunny, bikes, carphone]")
     p.add_argument("--models", nargs="*", default=None, help="shipped names or checkpoint paths [default: all shipped]")
     p.add_argument("--entropy", nargs="+", default=list(ENTROPY_MODES), choices=ENTROPY_MODES)
-    p.add_argument("--codecs", nargs="*", default=["libx264", "libx265"])
+    p.add_argument("--semantic-fps", nargs="+", type=float, default=[2.0, 4.0, 8.0],
+                   help="semcodec operating points: semantic frame rates to encode at (the rate control)")
+    p.add_argument("--anchors", nargs="*", default=["libx265", "libsvtav1", "libx264"],
+                   help="fair anchors: 128 px, 4 and 8 fps, raw stream bytes (bench.anchors)")
+    p.add_argument("--anchor-fps", nargs="+", type=float, default=[4.0, 8.0])
+    p.add_argument("--codecs", nargs="*", default=[], help="also the full-size CRF ladders of these (libx264 libx265)")
     p.add_argument("--crf", nargs="+", type=int, default=list(CRF_LADDER))
     p.add_argument("--down-short", type=int, default=128, help="also code a copy at this short side (0: off)")
     p.add_argument("--down-crf", nargs="+", type=int, default=list(DOWN_CRF_LADDER))
@@ -393,19 +463,23 @@ def main(argv=None) -> dict:
     models = load_models(a.models) if a.models != [] else []
     x26x = dict(codecs=tuple(a.codecs), crfs=tuple(a.crf), down_short=a.down_short or None,
                 down_crfs=tuple(a.down_crf), preset=a.preset, floor=not a.no_floor)
+    anchors = dict(codecs=tuple(a.anchors), fps_list=tuple(a.anchor_fps))
+    os.environ.setdefault("SVT_LOG", "1")     # SVT-AV1 prints its config per encode otherwise
     out = Path(a.out)
     plots = Path(a.plots) if a.plots else out.parent
     doc = {"name": "semcodec-rd", "description": "RD of semcodec (each model x entropy mode) against libx264 / "
            "libx265 via PyAV; bitrate = file size / duration; PSNR/SSIM RGB at 128 px short side and at source size",
            "date": time.strftime("%Y-%m-%d"), "machine": machine(), "torch_threads": a.threads,
            "settings": {**{k: list(v) if isinstance(v, tuple) else v for k, v in x26x.items()}, "entropy": a.entropy,
-                        "max_frames": a.max_frames},
+                        "max_frames": a.max_frames, "semantic_fps": a.semantic_fps, "anchors": a.anchors,
+                        "anchor_fps": a.anchor_fps},
            "clips": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for clip in a.clips or default_clips():
             t0 = time.perf_counter()
             name = Path(clip).stem
-            entry = run_clip(clip, models, Path(tmp), x26x, a.max_frames, tuple(a.entropy))
+            entry = run_clip(clip, models, Path(tmp), x26x, a.max_frames, tuple(a.entropy),
+                             semantic_fps=tuple(a.semantic_fps), anchors=anchors)
             entry["wall_s"] = time.perf_counter() - t0
             entry["plot"] = str(plots / f"rd-{name}.png")
             plot_clip(name, entry, entry["plot"])
@@ -425,6 +499,10 @@ def report(doc: dict) -> None:
         print(table(name, entry) + "\n")
     for name, entry in doc["clips"].items():
         print(summary(name, entry))
+    for name, entry in doc["clips"].items():
+        bd = bd_table(name, entry)
+        if bd:
+            print("\n" + bd)
     print(f"{doc['date']}, {doc['machine']}, torch threads {doc['torch_threads']}: {doc['wall_s']:.0f} s in all")
 
 

@@ -67,26 +67,60 @@ def test_chunked_quality_equals_compare():
 
 def test_rd_writes_well_formed_entries(tmp_path, tiny_ckpt, clip5):
     out = tmp_path / "rd.json"
-    rd.main(["--clips", clip5, "--models", tiny_ckpt, "--codecs", "libx264", "--crf", "30", "--down-short", "0",
+    rd.main(["--clips", clip5, "--models", tiny_ckpt, "--semantic-fps", "6", "3", "--anchors", "libx265",
+             "--anchor-fps", "5", "--codecs", "libx264", "--crf", "30", "--down-short", "0",
              "--no-floor", "--threads", "1", "--out", str(out)])
     doc = json.loads(out.read_text())
     entry = doc["clips"]["clip5"]
     assert entry["source"]["frames"] == 5 and entry["source"]["width"] == 96
     res = {r["codec"]: r for r in entry["results"]}
-    assert set(res) == {"semcodec-tiny-fixed", "semcodec-tiny-prior", "semcodec-tiny-adaptive", "libx264"}
+    modes = ("fixed", "prior", "adaptive")
+    sem_names = {f"semcodec-tiny@{f}fps-{m}" for f in (6, 3) for m in modes}
+    assert sem_names <= set(res) and "libx264" in res
+    anchors = [r for r in entry["results"] if r.get("anchor")]
+    assert len(anchors) == 5 and {r["codec"] for r in anchors} == {"libx265-128p"}     # 5 CRFs at 5 fps
     for r in res.values():
         assert r["bitrate_kbps"] == pytest.approx(8 * r["bytes"] / 0.5 / 1000)     # 5 frames at 10 fps
-        assert 0 < r["payload_bytes"] < r["bytes"]
+        assert 0 < r["payload_bytes"] <= r["bytes"]
         for k in ("psnr_128", "psnr_src"):
             assert math.isfinite(r[k]) and 5 < r[k] < 100
         assert -1 <= r["ssim_128"] <= 1
-    sem = [res[f"semcodec-tiny-{m}"] for m in ("fixed", "prior", "adaptive")]
-    assert len({r["psnr_128"] for r in sem}) == 1                   # decoded once, same pictures
-    assert len({r["tokens"] for r in sem}) == 1 and sem[0]["tokens"] > 0
-    assert sem[0]["bits_per_token"] == pytest.approx(6, abs=0.5)    # fixed: 6 bits for 64 codes
+    for r in anchors:    # raw stream: no container; the MP4 of the same encode is larger
+        assert r["payload_bytes"] == r["bytes"] < r["container_bytes"] and r["coded_frames"] == 3
+    for f in (6, 3):
+        sem = [res[f"semcodec-tiny@{f}fps-{m}"] for m in modes]
+        assert len({r["psnr_128"] for r in sem}) == 1                   # decoded once, same pictures
+        assert len({r["tokens"] for r in sem}) == 1 and sem[0]["tokens"] > 0
+        assert sem[0]["bits_per_token"] == pytest.approx(6, abs=0.5)    # fixed: 6 bits for 64 codes
+    # the rate control: half the semantic frame rate, fewer tokens
+    assert res["semcodec-tiny@3fps-fixed"]["tokens"] < res["semcodec-tiny@6fps-fixed"]["tokens"]
     assert res["libx264"]["params"]["crf"] == 30 and res["libx264"]["psnr_128"] > 25
+    bd = rd.bd_table("clip5", entry)
+    assert "| semcodec-tiny-adaptive | libx265-128p |" in bd
     png = tmp_path / "rd-clip5.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bd_rate_of_known_curves():
+    from bench.bjontegaard import bd_psnr, bd_rate
+    rates, psnr = [1.0, 2.0, 4.0, 8.0], [30.0, 33.0, 36.0, 39.0]
+    assert bd_rate(rates, psnr, [r / 2 for r in rates], psnr) == pytest.approx(-50)     # same quality, half the bits
+    assert bd_rate(rates, psnr, [r * 1.1 for r in rates], psnr) == pytest.approx(10)
+    assert bd_psnr(rates, psnr, rates, [p + 1.5 for p in psnr]) == pytest.approx(1.5)
+    assert bd_rate(rates, psnr, [1.0, 2.0], [10.0, 11.0]) is None                      # no PSNR overlap
+    assert bd_rate(rates, psnr, [1.0], [31.0]) is None
+
+
+def test_anchor_restores_source_rate_and_envelope():
+    from bench.anchors import envelope, kept_indices, restore
+    assert list(kept_indices(25, 25.0, 8.0)) == [0, 3, 6, 9, 12, 16, 19, 22]
+    assert list(kept_indices(5, 10.0, 30.0)) == [0, 1, 2, 3, 4]
+    small = np.stack([np.full((4, 6, 3), v, np.uint8) for v in (0, 90, 200)])
+    out = np.concatenate(list(restore(small, np.array([0, 3, 6]), 8, (8, 12), chunk=3)))
+    assert out.shape == (8, 8, 12, 3)
+    assert [int(f[0, 0, 0]) for f in out] == [0, 30, 60, 90, 127, 163, 200, 200]   # linear, held at the end
+    rows = [{"bitrate_kbps": b, "psnr_128": p} for b, p in [(5, 20), (6, 19), (7, 23), (8, 22), (9, 24)]]
+    assert [(r["bitrate_kbps"]) for r in envelope(rows)] == [5, 7, 9]
 
 
 def test_peak_rss_is_the_childs_own():
