@@ -92,11 +92,14 @@ def read_header(path: str | Path) -> tuple[dict, int]:
         if size < 8 or n > MAX_HEADER or 8 + n > size:
             raise ValueError("not a semcodec checkpoint (no safetensors header)")
         raw = f.read(n)
-    return parse_header(raw)
+    meta, elements, data = parse_header(raw)
+    if 8 + n + data != size:
+        raise ValueError(f"truncated or damaged: the tensor data takes {data} bytes, the file holds {size - 8 - n}")
+    return meta, elements
 
 
-def parse_header(raw: bytes) -> tuple[dict, int]:
-    """``read_header`` on the header's JSON bytes."""
+def parse_header(raw: bytes) -> tuple[dict, int, int]:
+    """``read_header`` on the header's JSON bytes: metadata, tensor elements, data bytes."""
     try:
         d = json.loads(raw)
     except (ValueError, RecursionError):
@@ -106,13 +109,15 @@ def parse_header(raw: bytes) -> tuple[dict, int]:
         raise ValueError("not a semcodec checkpoint")
     if not all(isinstance(meta.get(k), str) for k in ("config", "content_hash")):
         raise ValueError("not a semcodec checkpoint (config or content hash missing)")
-    elements = 0
+    elements, data = 0, 0
     for name, t in d.items():
-        shape = t.get("shape") if isinstance(t, dict) else None
-        if not isinstance(shape, list) or not all(type(s) is int and s >= 0 for s in shape):
-            raise ValueError(f"tensor '{str(name)[:64]}' has no valid shape")
+        shape, span = (t.get("shape"), t.get("data_offsets")) if isinstance(t, dict) else (None, None)
+        if not (isinstance(shape, list) and all(type(s) is int and s >= 0 for s in shape)
+                and isinstance(span, list) and len(span) == 2 and all(type(s) is int for s in span)):
+            raise ValueError(f"tensor '{str(name)[:64]}' has no valid shape or data offsets")
         elements += int(np.prod(shape, dtype=object))
-    return meta, elements
+        data = max(data, span[1])
+    return meta, elements, data
 
 
 def read_metadata(path: str | Path) -> dict:

@@ -186,12 +186,26 @@ def _try_clip(codec, clip: Clip, token_dtype) -> tuple[str, Clip, object]:
 _WORKER: dict = {}
 
 
-def _worker_init(model, device, threads):
+def _worker_init(model, device, threads, parent: int | None = None):
+    _die_with_parent(parent)
     import torch
     torch.set_num_threads(threads)
     from ..codec import Codec
     _WORKER["codec"] = Codec.load(model, device)
     _WORKER["dtype"] = token_dtype(_WORKER["codec"].config.codebook_size)
+
+
+def _die_with_parent(parent: int | None) -> None:
+    """A worker must not outlive a SIGKILLed build: the kernel kills it with its parent (Linux
+    PR_SET_PDEATHSIG), and a parent already gone before that is seen through the pid."""
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL, 0, 0, 0)          # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _worker_run(clip: Clip):
@@ -312,7 +326,7 @@ def _done_ids(out) -> set[str]:
 
 def _lock(out, rank: int):
     import fcntl
-    fh = open(Path(out) / f".lock-r{rank:05d}", "w")
+    fh = os.fdopen(_open_own(Path(out) / f".lock-r{rank:05d}", os.O_WRONLY | os.O_CREAT), "w")
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -438,8 +452,18 @@ def _line_id(line: str):
         return None
 
 
+def _open_own(path: Path, flags: int) -> int:
+    """Open a file of the dataset folder, never through a link planted in it."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW, 0o666)
+    except OSError as e:
+        if os.path.islink(path):
+            raise DatasetError(f"{path} is a symbolic link: a dataset build writes no file through a link") from None
+        raise
+
+
 def _append_line(path: Path, line: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    fd = _open_own(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
         os.write(fd, (line + "\n").encode())
     finally:
@@ -457,7 +481,7 @@ def _run_pool(todo: list[Clip], model, device, workers: int, handle, log, tag) -
     ctx = mp.get_context("spawn")
     while queue or suspects:
         pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                                   initargs=(model, device, 1))
+                                   initargs=(model, device, 1, os.getpid()))
         inflight: dict = {}
         solo = False
         try:
