@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import struct
 import sys
@@ -85,9 +86,10 @@ _EDGE_INTS = [0, 1, 2, 3, 7, 8, 9, 16, 255, 256, 1 << 16, (1 << 16) + 1, 1 << 20
 _EDGE_FLOATS = [1e-300, 1e-9, 0.001, 0.1, 0.5, 1.0, 1000.0, 1e9, 1e308, -1.0, 0.0]
 
 
-def mutate(rng: random.Random, header: dict, chunks: list[bytes]) -> tuple[dict, list[bytes]]:
+def mutate(rng: random.Random, header: dict, chunks: list[bytes], fit=None) -> tuple[dict, list[bytes]]:
     """One to three random field changes, sometimes consistent groups of them (so that checks
-    behind the first one are reached), sometimes new chunks with empty payloads."""
+    behind the first one are reached), sometimes new chunks with empty payloads. ``fit(h, w)``
+    gives the model geometry ``(scaled, padded)`` of a source size."""
     h = json.loads(json.dumps(header))
     for _ in range(rng.randint(1, 3)):
         r = rng.random()
@@ -107,9 +109,18 @@ def mutate(rng: random.Random, header: dict, chunks: list[bytes]) -> tuple[dict,
                 chunks = _longer(rng, h)
             except (ArithmeticError, TypeError, ValueError):
                 pass                    # earlier changes made the header inconsistent anyway
-        elif r < 0.95:                  # a consistent other source size (geometry left as is)
-            s = rng.choice([2, 4, 16, 100])
-            h["src_width"], h["src_height"] = h["src_width"] * s, h["src_height"] * s
+        elif r < 0.9 and fit is not None:   # another source size, with its model geometry
+            w, hh = rng.choice([(1, 1), (2, 1), (1, 4097), (17, 9), (4096, 2160), (4098, 2160), (8192, 8192),
+                                (1 << 20, 1), (rng.randint(1, 9000), rng.randint(1, 9000))])
+            (sh, sw), (ph, pw) = fit(hh, w)
+            h.update(src_width=w, src_height=hh, scaled_height=sh, scaled_width=sw, padded_height=ph, padded_width=pw)
+        elif r < 0.95:                  # another source rate, with frames that keep the semantic count
+            fps = rng.choice([0.05, 0.1, 1.0, 24.0, 240.0, 241.0, 1e4, rng.uniform(0.1, 240)])
+            h["src_fps"] = fps
+            try:
+                h["src_frames"] = max(1, math.floor(h["semantic_frames"] * fps / h["semantic_fps"]))
+            except (ArithmeticError, TypeError):
+                pass
         else:
             h["entropy_mode"] = rng.choice(["fixed", "prior", "adaptive", "x"])
     return h, chunks
@@ -161,13 +172,17 @@ def main(argv=None) -> int:
     codec = Codec.load(model, "cpu")
     base = _base_stream(codec, tmp)
     header, chunks = split(base)
+
+    def fit(height, width):
+        g = codec.geometry(height, width)
+        return g.scaled, g.padded
     rng = random.Random(a.seed)
     outcomes: dict[str, int] = {}
     findings, slowest = [], (0.0, None)
     path = os.path.join(tmp, "case.bin")
     t_all = time.time()
     for i in range(a.cases):
-        h, c = mutate(rng, header, chunks)
+        h, c = mutate(rng, header, chunks, fit)
         with open(path, "wb") as f:
             f.write(build_stream(h, c))
         t = time.time()

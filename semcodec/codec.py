@@ -227,8 +227,13 @@ class Codec:
             for j in [j for j in cache if j < a]:
                 del cache[j]
             w = u - a if b != a else 0.0
-            out = cache[a] if w == 0 else cache[a] * (1 - w) + cache[b] * w
-            yield np.clip(np.rint(out), 0, 255).astype(np.uint8)
+            if w == 0:
+                out = np.rint(cache[a])
+            else:               # in place: a 4K frame is 100 MB of float32 per temporary
+                out = cache[a] * (1 - w)
+                out += cache[b] * w
+                np.rint(out, out=out)
+            yield np.clip(out, 0, 255, out=out).astype(np.uint8)
 
     def decode_file(self, src, dst, start: float | None = None, end: float | None = None,
                     progress: Callable | None = None, crf: int = 18) -> int:

@@ -204,7 +204,7 @@ def to_model(frames: np.ndarray, geo: Geometry) -> torch.Tensor:
 def from_model(frames: torch.Tensor, geo: Geometry) -> torch.Tensor:
     """``T x ph x pw x 3`` in [-1, 1] -> ``T x H x W x 3`` float in [0, 255] at the source size."""
     x = frames[:, :geo.scaled[0], :geo.scaled[1]]
-    return resize((x.float() + 1) * 127.5, geo.src).clamp(0, 255)
+    return resize((x.float() + 1) * 127.5, geo.src).clamp_(0, 255)
 
 
 class VideoWriter:

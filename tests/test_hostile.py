@@ -375,3 +375,81 @@ def test_variable_frame_rate_keeps_its_duration(d, tmp_path):
     codec.decode_file(tok, rec)
     out = probe(rec)
     assert out.frames / out.fps == pytest.approx(2.32, abs=0.1)
+
+
+# --------------------------------------------------------------------------------------------
+# dataset builds
+# --------------------------------------------------------------------------------------------
+
+@pytest.fixture()
+def ds_sources(tmp_path, d):
+    """Two readable clips and one that is not a video (it goes to the failures file)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(2):
+        (src / f"c{i}.mp4").write_bytes((d / "clip.mp4").read_bytes())
+    (src / "bad.mp4").write_text("not a video\n" * 10)
+    return src
+
+
+@pytest.mark.parametrize("planted", [".lock-r00000", "failures-r00000.jsonl"])
+def test_dataset_build_writes_nothing_through_a_planted_link(capsys, tmp_path, d, ds_sources, planted):
+    from semcodec.cli import main
+    victim, ds = tmp_path / "victim", tmp_path / "ds"
+    victim.write_text("precious\n")
+    ds.mkdir()
+    os.symlink("../victim", ds / planted)
+    code = main(["dataset", "build", str(ds_sources), "-o", str(ds), "--model", str(d / "tiny.safetensors"),
+                 "--workers", "0", "-q"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err == f"error: {ds / planted} is a symbolic link: a dataset build writes no file through a link\n"
+    assert victim.read_text() == "precious\n"
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for p in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                if p.isdigit() and int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(p))
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")
+def test_workers_die_with_a_sigkilled_build(tmp_path, d, ds_sources):
+    """SIGKILL the parent of `dataset build --workers 1`: its worker and the resource tracker
+    are gone within seconds (before: alive 15 s later, semaphores left in /dev/shm)."""
+    for i in range(2, 30):      # enough work that the worker is busy when the parent dies
+        (ds_sources / f"c{i}.mp4").write_bytes((d / "clip.mp4").read_bytes())
+    p = subprocess.Popen([sys.executable, "-m", "semcodec", "dataset", "build", str(ds_sources), "-o",
+                          str(tmp_path / "ds"), "--model", str(d / "tiny.safetensors"), "--workers", "1", "-q"],
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline, kids = time.time() + 120, []
+    while time.time() < deadline and p.poll() is None and len(kids) < 2:   # resource tracker + worker
+        kids = _children(p.pid)
+        time.sleep(0.05)
+    assert len(kids) >= 2, "the build ended before its workers started"
+    time.sleep(1.0)             # the worker is past its initializer
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_running(k) for k in kids):
+        time.sleep(0.1)
+    alive = [k for k in kids if _running(k)]
+    for k in alive:
+        os.kill(k, signal.SIGKILL)
+    assert not alive
