@@ -120,10 +120,15 @@ class Batches:
 
 
 def load_val_clips(paths, cfg: CodecConfig, groups: int):
-    """First ``groups`` groups of semantic frames of each clip, at the model geometry."""
+    """First ``groups`` groups of semantic frames of each clip, at the model geometry (a pack's
+    validation clips as packed)."""
     from .video import Geometry, iter_semantic_frames, probe, to_model
     out = []
     for p in paths:
+        if str(p).endswith(".npz"):
+            from .data.pack import load_pack_val
+            out += load_pack_val(p)
+            continue
         info = probe(p)
         geo = Geometry.fit((info.height, info.width), cfg.short_side, cfg.max_long_side, cfg.patch)
         frames = []
@@ -217,7 +222,10 @@ def truncate_log(log: Path, step: int) -> None:
 def plot_log(log: Path, png: Path) -> None:
     if not log.exists():
         return
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:        # a bare GPU machine: the JSONL log is the record
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     rows = [json.loads(l) for l in log.read_text().splitlines() if l.strip()]

@@ -87,3 +87,71 @@ def test_checkpoint_detects_corruption(tmp_path):
     p.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="weights do not match their content hash"):
         load_checkpoint(p)
+
+
+def test_warm_start_into_deeper_model_keeps_its_output(tmp_path):
+    """--init: a checkpoint loaded into a preset with more transformer and residual blocks computes
+    exactly what the checkpoint computed (the new blocks start as the identity)."""
+    import semcodec
+    from semcodec.train import warm_start
+    torch.manual_seed(0)
+    cfg = semcodec.get_preset("tiny")
+    small = semcodec.VideoTokenizer(cfg).eval()
+    with torch.no_grad():     # non-zero residual convs, as after training
+        for m in small.modules():
+            if isinstance(m, torch.nn.Conv2d) and m.weight.abs().sum() == 0:
+                m.weight.normal_(0, 0.05)
+    path = tmp_path / "small.safetensors"
+    semcodec.save_checkpoint(small, cfg, path)
+    deep = semcodec.VideoTokenizer(cfg.replace(enc_layers=3, dec_layers=4, stem_blocks=2, head_blocks=3)).eval()
+    new = warm_start(deep, path)
+    assert any(".blocks.3." in k for k in new) and any("head.2.2." in k for k in new)
+    x = torch.rand(1, 3, 32, 48, 3) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(small.encode(x), deep.encode(x))
+        assert torch.allclose(small.decode(small.encode(x), (32, 48)), deep.decode(deep.encode(x), (32, 48)), atol=1e-6)
+
+
+def test_cosine_schedule_and_warmup():
+    from types import SimpleNamespace
+    from semcodec.train import learning_rate
+    a = SimpleNamespace(lr=1e-3, min_lr=1e-5, warmup=10, steps=110, schedule="cosine")
+    assert learning_rate(a, 0) == pytest.approx(1e-4) and learning_rate(a, 9) == pytest.approx(1e-3)
+    assert learning_rate(a, 10) == pytest.approx(1e-3)
+    assert learning_rate(a, 60) == pytest.approx((1e-3 + 1e-5) / 2)
+    assert learning_rate(a, 110) == pytest.approx(1e-5)
+    assert learning_rate(SimpleNamespace(**{**vars(a), "schedule": "constant"}), 60) == 1e-3
+
+
+def test_pack_trains_without_video_files(tmp_path):
+    """A numpy pack (for a GPU machine without PyAV) holds a video, photos, synth and validation
+    clips; training and the GPU recipe's export run from it alone."""
+    import numpy as np
+    from semcodec.data.pack import load_pack
+    from semcodec.data.synth import random_scene, render
+    from semcodec.video import VideoWriter
+    clip, photos = tmp_path / "clip.mp4", tmp_path / "photos"
+    photos.mkdir()
+    with VideoWriter(clip, 12.0, (64, 96), crf=10) as w:
+        for f in render(random_scene(1), 24, (64, 96), 12.0):
+            w.write(f)
+    import matplotlib.pyplot as plt
+    plt.imsave(photos / "p.png", render(random_scene(2), 1, (80, 120), 1.0)[0])
+    pack = tmp_path / "pack.npz"
+    r = subprocess.run([sys.executable, "-m", "semcodec.data.pack", "--preset", "tiny", "--data", str(clip),
+                        str(photos), "synth", "--weights", "2", "1", "1", "--val", str(clip), "-o", str(pack)],
+                       env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    z = np.load(pack)
+    assert z["src0.video.0"].shape[1:] == (128, 192, 3) and float(z["src0.video.0.fps"]) == 12.0
+    assert "src2.synth" in z.files and z["val.clip"].dtype == np.uint8
+    [src] = load_pack(pack, 6.0)
+    assert len(src.parts) == 3 and np.allclose(src.p, [0.5, 0.25, 0.25])
+    assert src.sample(np.random.default_rng(0), 3, (32, 48), 3.0).shape == (3, 32, 48, 3)
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "semcodec.gpu_recipe", "train", "--pack", str(pack), "--preset", "tiny",
+                        "--name", "tiny-gpu", "--steps", "2", "--batch", "1", "--out", str(out), "--prior-batches", "1"],
+                       env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert load_checkpoint(out / "tiny-gpu.safetensors").name == "tiny-gpu"
+    assert [row["step"] for row in _log(out) if "loss" in row] == [2]

@@ -2,7 +2,8 @@
 
 Each source answers ``sample(rng, frames, size) -> frames x H x W x 3 uint8`` for a clip at the
 model's semantic frame rate. :func:`make_sources` turns command-line paths into sources: a video
-file or a folder of videos, a folder of photos, or ``synth`` for procedural clips.
+file or a folder of videos, a folder of photos, ``synth`` for procedural clips, or a pack of all
+of these as arrays (``python -m semcodec.data.pack``: for machines without PyAV).
 """
 from __future__ import annotations
 
@@ -30,10 +31,14 @@ def _random_crop(clip: torch.Tensor, size, rng: np.random.Generator) -> torch.Te
 class VideoSource:
     """Clips of a real video, decoded once and kept in memory at a few scales (short side >= 128)."""
 
-    def __init__(self, path, fps: float, short_sides=(128, 160, 200)):
-        info = probe(path)
-        self.name, self.src_fps, self.fps = str(path), info.fps, fps
-        frames = torch.from_numpy(np.stack(list(iter_frames(path))))
+    def __init__(self, path, fps: float, short_sides=(128, 160, 200), frames: np.ndarray | None = None,
+                 src_fps: float | None = None):
+        """From a video file, or (``frames`` ``T x H x W x 3`` uint8 at ``src_fps``) from memory."""
+        if frames is None:
+            info = probe(path)
+            frames, src_fps = np.stack(list(iter_frames(path))), info.fps
+        self.name, self.src_fps, self.fps = str(path), float(src_fps), fps
+        frames = torch.from_numpy(np.ascontiguousarray(frames))
         self.scales = []
         h, w = frames.shape[1:3]
         for s in short_sides:
@@ -67,11 +72,13 @@ class VideoSource:
 class PhotoSource:
     """A still photo seen by a moving camera: a linear pan and zoom across the picture."""
 
-    def __init__(self, paths, max_side: int = 640):
+    def __init__(self, paths, max_side: int = 640, images: list[np.ndarray] | None = None):
+        """From photo files, or from ``images`` (each ``H x W x 3`` uint8) in memory."""
         self.images = []
-        for p in paths:
+        for p in (images if images is not None else paths):
             try:
-                img = torch.from_numpy(next(iter_frames(p))).permute(2, 0, 1).float()[None]
+                arr = p if images is not None else next(iter_frames(p))
+                img = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float()[None]
             except (VideoError, StopIteration):
                 continue
             k = min(1.0, max_side / max(img.shape[-2:]))
@@ -128,7 +135,10 @@ def make_sources(specs, fps: float) -> list:
             out.append(SynthSource(fps))
             continue
         p = Path(spec)
-        if p.is_file():
+        if p.is_file() and p.suffix == ".npz":
+            from .pack import load_pack
+            out += load_pack(p, fps)
+        elif p.is_file():
             (out.append(PhotoSource([p])) if p.suffix.lower() in PHOTO_EXT else out.append(VideoSource(p, fps)))
         elif p.is_dir():
             files = sorted(f for f in p.rglob("*") if f.is_file())
