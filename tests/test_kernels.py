@@ -1,14 +1,28 @@
 """Kernels: cosine VQ (Triton kernel under the interpreter vs the torch reference vs the naive
 full-matrix version), straight-through gradients, measured memory scaling, and the masked
 attention entry point (flex vs SDPA vs an independent float64 reference)."""
+import contextlib
+import importlib
 import os
 
-# Triton fixes interpreter mode when triton.language is first imported: set it before anything
-# (this module, torch.compile) imports triton, so the kernel runs on CPU tensors here.
-os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import contextlib  # noqa: E402
-import importlib  # noqa: E402
+def _import_triton_interpreted() -> str | None:
+    """Triton fixes interpreter mode when triton.language is first imported: import it now with
+    TRITON_INTERPRET=1 (so the kernel runs on CPU tensors here), then put the environment back,
+    so the setting leaks neither into other test modules nor into the processes they start.
+    Returns the value the tests of this module run with (the ``interpreter`` fixture)."""
+    old = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = old or "1"
+    try:
+        importlib.import_module("kernels.cosine_vq_triton")
+    finally:
+        if old is None:
+            del os.environ["TRITON_INTERPRET"]
+    return old or "1"
+
+
+_INTERPRET = _import_triton_interpreted()
+
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import textwrap  # noqa: E402
@@ -30,6 +44,14 @@ cvq = importlib.import_module("kernels.cosine_vq")   # the module (``kernels.cos
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 TIE_TOL = 1e-5          # cosine scores closer than this count as a tie (fp32 scoring, d <= 128)
 HYP = settings(deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def interpreter():
+    """TRITON_INTERPRET as the kernels were imported with, for this module's tests only."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TRITON_INTERPRET", _INTERPRET)
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -209,6 +231,7 @@ def test_triton_module_reports_missing_backend():
     assert "ERR2" in r.stdout and "needs the 'triton' package" in r.stdout
 
 
+@pytest.mark.slow          # ~10 s: Triton's compiler in a subprocess
 def test_gpu_path_compiles():
     """The compiled (non-interpreter) path: Triton's real compiler lowers the kernel to PTX (and a
     cubin where ptxas is bundled) for sm_90 / sm_80, no GPU needed, for each dtype and d = 128."""
@@ -345,6 +368,7 @@ def test_flex_equals_sdpa(name, role):
     assert (a - unmasked).abs().max() > 1e-2          # the mask matters (guards the comparison)
 
 
+@pytest.mark.slow          # ~20 s: torch.compile of flex attention on CPU
 def test_compiled_flex_equals_sdpa():
     """Compiled flex on CPU (inference only): the first call compiles, ~10 s."""
     lay, cfg = _layout("tiny")
