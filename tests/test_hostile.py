@@ -182,6 +182,10 @@ def make_cases(d) -> dict:
         "config_not_hashed": (["decode", str(d / "t.bin"), "-o", out, "--model", str(forged_model(d, "fps.safetensors", fps=5.0))],
                               f"error: cannot load model {d / 'fps.safetensors'}: {d / 'fps.safetensors'}: weights do "
                               f"not match their content hash (corrupt file)"),
+        # a name in the file is never taken as a model path
+        "model_name_path": (["decode", write(d, "name.bin", forge(t, model_name=str(d / "tiny.safetensors"))), "-o", out],
+                            f"error: the stream was made by model '{d / 'tiny.safetensors'}', which semcodec does "
+                            f"not ship: give its checkpoint with --model"),
         # 11. an unwritable output is named as the user wrote it
         "proc_output": (["encode", str(d / "clip.mp4"), "-o", "/proc/o.bin", "--model", model],
                         "error: no such file: /proc/o.bin"),
@@ -221,7 +225,7 @@ CASES = ["more_tokens", "huge_alphabet", "padded_20000", "dims_2_20", "src_frame
          "iframe_tokens_1049472", "src_fps_tiny", "src_fps_huge", "src_8192", "semantic_fps_huge", "start_nan",
          "end_inf", "start_1e308", "device_bogus", "device_cuda", "model_is_video", "model_truncated",
          "model_header_huge", "config_wrong_type", "config_missing", "config_not_json", "codebook_1e9", "layers_1e6",
-         "frame_size_2_20", "config_unbacked", "config_not_hashed", "proc_output", "encode_same",
+         "frame_size_2_20", "config_unbacked", "config_not_hashed", "model_name_path", "proc_output", "encode_same",
          "encode_same_spelling", "encode_same_link", "decode_same_link"]
 
 
