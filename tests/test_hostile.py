@@ -457,3 +457,29 @@ def test_workers_die_with_a_sigkilled_build(tmp_path, d, ds_sources):
     for k in alive:
         os.kill(k, signal.SIGKILL)
     assert not alive
+
+
+# --------------------------------------------------------------------------------------------
+# the benches that carry the long runs stay runnable
+# --------------------------------------------------------------------------------------------
+
+def test_fuzz_campaign_smoke(d, tmp_path, capsys):
+    from bench import fuzz_streams
+    out = tmp_path / "fuzz.json"
+    assert fuzz_streams.main(["--cases", "60", "--model", str(d / "tiny.safetensors"), "--out", str(out)]) == 0
+    s = json.loads(out.read_text())
+    assert s["cases"] == 60 and s["n_findings"] == 0 and sum(s["outcomes"].values()) == 60
+    assert len(s["outcomes"]) > 5           # the mutations reach many different checks
+
+
+def test_forge_recomputes_every_crc(d):
+    t = (d / "t.bin").read_bytes()
+    assert forge(t) == t                   # a no-op forgery is byte-identical
+    with StreamReader(write(d, "f.bin", forge(t, src_fps=30.0))) as r:
+        assert r.header.src_fps == 30.0
+
+
+def test_coding_bench_smoke(capsys):
+    from bench import coding
+    assert coding.main(["--repeat", "1", "--damaged", "5", "--max-ms", "1e9", "--max-damaged-s", "1e9"]) == 0
+    assert capsys.readouterr().out.count("\n") == 4
