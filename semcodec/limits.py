@@ -44,7 +44,7 @@ _INTS = {
     "feature_dim": (1, 4096), "patch": (1, 64), "short_side": (16, 4096), "max_long_side": (16, 8192),
     "stem_blocks": (0, 16), "head_blocks": (0, 16), "group": (1, 64), "iframe_tokens": (1, 4096),
     "pframe_tokens": (1, 4096), "codebook_size": (2, 65536), "codebook_dim": (1, 1024),
-    "width": (8, 4096), "heads": (1, 64), "enc_layers": (1, 48), "dec_layers": (1, 48),
+    "width": (8, 4096), "heads": (1, 64), "enc_layers": (0, 48), "dec_layers": (0, 48),
 }
 _CHOICES = {"features": ("pixels", "conv", "backbone"), "query_layout": ("diagonal", "grid")}
 
