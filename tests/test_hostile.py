@@ -345,11 +345,15 @@ def test_huge_resolution_tiny_file_is_refused_before_decoding(d, tmp_path):
         for pkt in s.encode():
             c.mux(pkt)
     assert p.stat().st_size < 100_000
-    r = subprocess.run([sys.executable, "-m", "semcodec", "encode", str(p), "-o", str(tmp_path / "t.bin"),
-                        "--model", str(d / "tiny.safetensors")], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 1
-    assert r.stderr == (f"error: {p}: 4096x4096 is larger than semcodec takes (at most 8847360 pixels, "
-                        f"e.g. 4096x2160, and 8192 per side)\n")
+    child = subprocess.Popen([sys.executable, "-m", "semcodec", "encode", str(p), "-o", str(tmp_path / "t.bin"),
+                              "--model", str(d / "tiny.safetensors")], stderr=subprocess.PIPE, text=True)
+    err = child.stderr.read()
+    _, status, usage = os.wait4(child.pid, 0)      # this child's own peak RSS and CPU time
+    child.returncode = os.waitstatus_to_exitcode(status)
+    assert child.returncode == 1
+    assert err == (f"error: {p}: 4096x4096 is larger than semcodec takes (at most 8847360 pixels, "
+                   f"e.g. 4096x2160, and 8192 per side)\n")
+    assert usage.ru_maxrss / 1024 < PEAK_RSS_MB and usage.ru_utime + usage.ru_stime < CASE_SECONDS
     assert sorted(os.listdir(tmp_path)) == ["big.mp4"]
 
 
