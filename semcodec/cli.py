@@ -63,7 +63,8 @@ def cli():
 @cli.command(epilog=EXAMPLES)
 @click.argument("src", type=click.Path(dir_okay=True))
 @click.option("-o", "--output", "dst", required=True, help="token stream to write (tokens.bin)")
-@click.option("--model", default=None, help="shipped model name or checkpoint path [default: s128]")
+@click.option("--model", default=None, help="shipped model name (s128, or an operating point: s128-2fps, "
+              "s128-8fps) or checkpoint path [default: s128]")
 @click.option("--entropy", type=click.Choice(["adaptive", "prior", "fixed"]), default="adaptive", show_default=True,
               help="entropy coding of token ids")
 @click.option("--fps", type=float, default=None,

@@ -26,7 +26,7 @@ from .gop import CrossFader, Group, plan_groups
 from .video import (Geometry, VideoInfo, VideoWriter, from_model, iter_semantic_frames, probe,
                     semantic_frame_count, to_model)
 from .limits import MAX_SEMANTIC_FPS, MIN_SEMANTIC_FPS, LimitError, check_source
-from .zoo import load_model
+from .zoo import load_model, operating_point
 
 DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
 
@@ -53,11 +53,17 @@ class Codec:
     def __init__(self, ckpt: Checkpoint, device="cpu"):
         self.ckpt, self.config, self.device = ckpt, ckpt.config, torch.device(device)
         self.model = ckpt.model.to(self.device).eval()
+        self.default_fps: float | None = None      # a named operating point's semantic rate
 
     @classmethod
     def load(cls, model: str | Path | None = None, device: str | None = None) -> "Codec":
+        """A shipped model by name (or a named operating point, ``zoo.OPERATING_POINTS``) or a
+        checkpoint path; None: the shipped default."""
         device = usable_device(device)
-        return cls(load_model(model, device), device)
+        model, fps = operating_point(model)
+        codec = cls(load_model(model, device), device)
+        codec.default_fps = fps
+        return codec
 
     @property
     def name(self) -> str:
@@ -93,7 +99,7 @@ class Codec:
         """The semantic frame rate to encode at: the model's, or ``fps`` (the rate control: tokens/s
         scale with it). Models trained with ``--fps-choices`` code any rate in that range well."""
         if fps is None:
-            return self.config.fps
+            return self.default_fps or self.config.fps
         if not (math.isfinite(fps) and MIN_SEMANTIC_FPS <= fps <= MAX_SEMANTIC_FPS):
             raise CodecError(f"--fps must be between {MIN_SEMANTIC_FPS:g} and {MAX_SEMANTIC_FPS:g}, got {fps:g}")
         return float(fps)

@@ -129,6 +129,17 @@ register_preset(CodecConfig(
 # groups of 8 frames overlapping by 2 -> one group per 1.5 s, (224 + 7 x 128) / 1.5 = 747 tokens/s.
 register_preset(CodecConfig(name="s128"))
 
+# The baseline the query tokenizer must beat (issue 10): a per-frame conv VQ at the same tokens/s.
+# The same stem, head and token lattice as s128 but no transformer: each token codes only the
+# features at its lattice place in its own frame (encoder and decoder are 0 blocks deep).
+register_preset(CodecConfig(name="s128-framevq", enc_layers=0, dec_layers=0, stem_blocks=2, head_blocks=3))
+
+# The world tokenizer for generation (issue 11): the procedural world's 128 x 192 clips, groups of
+# 2 s at 4 fps, 80 + 7 x 20 = 220 tokens per group (147 tokens/s): short enough for a language
+# model trained on a CPU.
+register_preset(CodecConfig(name="world", frame_size=(128, 192), iframe_tokens=80, pframe_tokens=20,
+                            enc_layers=2, dec_layers=2, stem_blocks=2, head_blocks=3))
+
 # Same tokenizer over raw 16 x 16 pixel patches (no learned stem): the pure-transformer baseline.
 register_preset(CodecConfig(name="s128-pixels", features="pixels", feature_dim=768))
 

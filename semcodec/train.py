@@ -269,12 +269,18 @@ def check_replicas(model, out: Path, rank: int, world: int) -> None:
 def warm_start(model: VideoTokenizer, path) -> list[str]:
     """Copy a checkpoint's weights into ``model`` (a preset that may be deeper: more transformer
     blocks or residual blocks). Every block the checkpoint lacks is made the identity (zero output
-    projections), so the model starts out computing what the checkpoint computed. Returns the
-    names of the new tensors."""
+    projections), so the model starts out computing what the checkpoint computed; tensors of
+    another shape (other token counts) keep their initialisation. Returns the names of the tensors
+    not taken from the checkpoint."""
     from .checkpoint import PRIOR_KEY
     state = load_file(str(path))
     state.pop(PRIOR_KEY, None)
-    res = model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=False)
+    own = model.state_dict()
+    # tensors whose shape the new preset changes (other token counts: the query embeddings) keep
+    # their fresh initialisation
+    reshaped = {k for k, v in state.items() if k in own and own[k].shape != v.shape}
+    res = model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()
+                                 if k not in reshaped}, strict=False)
     if res.unexpected_keys:
         raise ValueError(f"{path} has tensors the model lacks: {res.unexpected_keys[:5]}")
     missing = set(res.missing_keys)
@@ -285,7 +291,7 @@ def warm_start(model: VideoTokenizer, path) -> list[str]:
                 for lin in (mod.attn.proj, mod.mlp[2]):
                     lin.weight.zero_()
                     lin.bias.zero_()
-    return sorted(missing)
+    return sorted(missing | reshaped)
 
 
 def learning_rate(args, step: int) -> float:

@@ -10,6 +10,18 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_MODEL = "s128"
 
 
+# Named operating points: a shipped model at another semantic frame rate (the rate control: its
+# tokens/s scale with the rate). Streams record the weights' name, so they decode alike.
+OPERATING_POINTS = {"s128-2fps": ("s128", 2.0), "s128-8fps": ("s128", 8.0)}
+
+
+def operating_point(model: str | Path | None) -> tuple[str | Path | None, float | None]:
+    """``(model to load, semantic fps or None for the model's own)`` for a name or path."""
+    if isinstance(model, str) and model in OPERATING_POINTS:
+        return OPERATING_POINTS[model]
+    return model, None
+
+
 class ModelError(ValueError):
     """A model that cannot be found or loaded (message is user-facing)."""
 

@@ -117,22 +117,35 @@ class PhotoSource:
 
 
 class SynthSource:
-    """Procedural moving shapes (``semcodec.data.synth``)."""
-    name = "synth"
+    """Procedural moving shapes (``semcodec.data.synth``); with ``split`` (``synth:train``), only
+    scenes whose seed is in that split of the world (``semcodec.data.world``) and, for ``train``,
+    none with a held-out colour x shape pair."""
 
-    def __init__(self, fps: float):
-        self.fps = fps
+    def __init__(self, fps: float, split: str | None = None):
+        self.fps, self.split = fps, split
+        self.name = "synth" + (f":{split}" if split else "")
 
     def sample(self, rng, frames: int, size, fps: float | None = None) -> np.ndarray:
-        return synth.render(synth.random_scene(int(rng.integers(2 ** 31))), frames, size, fps or self.fps)
+        from . import world
+        while True:
+            seed = int(rng.integers(2 ** 31))
+            if self.split and world.split_of(seed) != self.split:
+                continue
+            scene = synth.random_scene(seed)
+            if self.split == "train" and world.has_held_out(scene):
+                continue
+            return synth.render(scene, frames, size, fps or self.fps)
 
 
 def make_sources(specs, fps: float) -> list:
     """``specs``: video files, folders (videos and / or photos), or the word ``synth``."""
     out = []
     for spec in specs:
-        if spec == "synth":
-            out.append(SynthSource(fps))
+        if spec == "synth" or spec.startswith("synth:"):
+            split = spec.partition(":")[2] or None
+            if split and split not in ("train", "val", "test"):
+                raise VideoError(f"unknown synth split '{split}' (train, val or test)")
+            out.append(SynthSource(fps, split))
             continue
         p = Path(spec)
         if p.is_file() and p.suffix == ".npz":
