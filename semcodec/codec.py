@@ -25,7 +25,7 @@ from .checkpoint import Checkpoint
 from .gop import CrossFader, Group, plan_groups
 from .video import (Geometry, VideoInfo, VideoWriter, from_model, iter_semantic_frames, probe,
                     semantic_frame_count, to_model)
-from .limits import MAX_SEMANTIC_FPS, MIN_SEMANTIC_FPS, LimitError, check_source
+from .limits import MAX_OUTPUT_PIXELS_PER_BYTE, MAX_SEMANTIC_FPS, MIN_SEMANTIC_FPS, LimitError, check_source
 from .zoo import load_model, operating_point
 
 DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
@@ -178,6 +178,17 @@ class Codec:
                                             f"not {h.semantic_frames}"))
 
     @staticmethod
+    def check_output(header: StreamHeader, span: Span, size: int) -> None:
+        """Decoding work is bounded by the file's size: the frames asked for may hold at most
+        ``MAX_OUTPUT_PIXELS_PER_BYTE`` pixels per byte of the stream."""
+        n = span.stop - span.first
+        pixels = n * header.src_width * header.src_height
+        if pixels > MAX_OUTPUT_PIXELS_PER_BYTE * size:
+            raise CodecError(f"the stream asks for {n} frames of {header.src_width}x{header.src_height} from "
+                             f"{size} bytes, more than {MAX_OUTPUT_PIXELS_PER_BYTE} pixels per byte (a forged or "
+                             f"damaged file; --start / --end decode a part)")
+
+    @staticmethod
     def span(header: StreamHeader, start: float | None, end: float | None) -> Span:
         """Source frames of [start, end) seconds and the groups that produce them."""
         fps, n = header.src_fps, header.src_frames
@@ -200,10 +211,16 @@ class Codec:
 
     def iter_decode(self, reader: StreamReader, start: float | None = None, end: float | None = None,
                     progress: Callable | None = None) -> Iterator[np.ndarray]:
-        """Source-size uint8 frames of [start, end) seconds, in order."""
+        """Source-size uint8 frames of [start, end) seconds, in order. The stream is checked
+        (``check_stream``, ``check_output``) on the call, the frames are decoded lazily."""
         h = reader.header
         self.check_stream(h)
         sp = self.span(h, start, end)
+        self.check_output(h, sp, reader.size)
+        return self._decoded(reader, sp, progress)
+
+    def _decoded(self, reader: StreamReader, sp: Span, progress: Callable | None) -> Iterator[np.ndarray]:
+        h = reader.header
         plan = plan_groups(h.semantic_frames, h.group, h.overlap)
         geo = Geometry((h.src_height, h.src_width), (h.scaled_height, h.scaled_width), (h.padded_height, h.padded_width))
         fader = CrossFader(plan, h.overlap)
@@ -246,10 +263,10 @@ class Codec:
         """Decode token stream ``src`` to video ``dst`` (atomically); returns frames written."""
         with StreamReader(src, prior_counts=self.prior) as reader:
             h = reader.header
-            self.check_stream(h)
+            frames = self.iter_decode(reader, start, end, progress)       # checked before a file is made
             n = 0
             with VideoWriter(dst, h.src_fps, (h.src_height, h.src_width), crf=crf) as w:
-                for frame in self.iter_decode(reader, start, end, progress):
+                for frame in frames:
                     w.write(frame)
                     n += 1
         return n

@@ -138,6 +138,10 @@ def make_cases(d) -> dict:
                                                    padded_width=32))),
                      fit.format("the source it claims is not one semcodec codes: 8192x8192 is larger than "
                                 "semcodec takes (at most 8847360 pixels, e.g. 4096x2160, and 8192 per side)")),
+        "output_budget": (dec(write(d, "4k.bin", forge(t, src_width=4096, src_height=2160, scaled_width=61,
+                                                       padded_width=64, src_fps=240.0, src_frames=200))),
+                          "error: the stream asks for 200 frames of 4096x2160 from {size} bytes, more than 1048576 "
+                          "pixels per byte (a forged or damaged file; --start / --end decode a part)"),
         "semantic_fps_huge": (dec(write(d, "sfps.bin", forge(t, semantic_fps=1e9))),
                               fit.format("semantic_fps 1e+09 is outside 0.5..30")),
         # 3. CLI values
@@ -205,7 +209,8 @@ def make_cases(d) -> dict:
     os.symlink(d / "t.bin", d / "tlink.mp4")
     cases["decode_same_link"] = (["decode", str(d / "t.bin"), "-o", str(d / "tlink.mp4"), "--model", model],
                                  same.format(d / "tlink.mp4"))
-    return {k: (args, msg.replace("{}", args[1])) for k, (args, msg) in cases.items()}
+    return {k: (args, msg.replace("{}", args[1]).replace("{size}", str(os.path.getsize(args[1]))))
+            for k, (args, msg) in cases.items()}
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +227,7 @@ def batch(d):
 
 
 CASES = ["more_tokens", "huge_alphabet", "padded_20000", "dims_2_20", "src_frames_1e9", "src_frames_1e9_consistent",
-         "iframe_tokens_1049472", "src_fps_tiny", "src_fps_huge", "src_8192", "semantic_fps_huge", "start_nan",
+         "iframe_tokens_1049472", "src_fps_tiny", "src_fps_huge", "src_8192", "output_budget", "semantic_fps_huge", "start_nan",
          "end_inf", "start_1e308", "device_bogus", "device_cuda", "model_is_video", "model_truncated",
          "model_header_huge", "config_wrong_type", "config_missing", "config_not_json", "codebook_1e9", "layers_1e6",
          "frame_size_2_20", "config_unbacked", "config_not_hashed", "model_name_path", "proc_output", "encode_same",

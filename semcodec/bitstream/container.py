@@ -260,7 +260,7 @@ class StreamReader:
     # -- opening ------------------------------------------------------------------------------
     def _open(self, prior_counts) -> None:
         f, name = self._f, self._name
-        self._size = size = os.fstat(f.fileno()).st_size
+        self.size = size = os.fstat(f.fileno()).st_size
         self.header, self._data_start = _read_file_header(f, size, name)
         h = self.header
         n = h.n_groups
@@ -338,13 +338,13 @@ class StreamReader:
         h = self.header
         work = sum(decode_work(h.entropy_mode, h.entropy_params, h.codebook_size, h.tokens_in_group(i)) * m
                    for i, m in ((0, h.n_groups - 1), (h.n_groups - 1, 1)))
-        if work > MAX_WORK_PER_BYTE * self._size:
+        if work > MAX_WORK_PER_BYTE * self.size:
             raise BitstreamError(f"{self._name} is corrupt: its header declares more decoding work "
-                                 f"({h.total_tokens} tokens) than a stream of {self._size} bytes can hold")
+                                 f"({h.total_tokens} tokens) than a stream of {self.size} bytes can hold")
 
     def _diagnose(self) -> None:
         """The footer is missing or damaged: walk the chunks to say what is wrong. Raises."""
-        f, name, size, n = self._f, self._name, self._size, self.header.n_groups
+        f, name, size, n = self._f, self._name, self.size, self.header.n_groups
         pos = self._data_start
         for i in range(n):
             if pos + CHUNK.size > size:
