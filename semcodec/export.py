@@ -38,13 +38,15 @@ def export(run_dir: str | Path, out: str | Path, prior_batches: int = 100, name:
     if name:
         cfg = cfg.replace(name=name)
     args = state["args"]
-    batches = Batches(make_sources(args["data"], cfg.fps), args.get("weights"), cfg,
-                      args.get("widths") or [cfg.frame_size[1]], 1, args.get("seed", 0))
     # round-trip through float16 first so the prior is measured on exactly the shipped weights
     half = VideoTokenizer(cfg).eval()
     ema = load_file(str(run / "ckpt" / "ema.safetensors"))
     half.load_state_dict({k: (v.half().float() if v.is_floating_point() else v) for k, v in ema.items()})
-    counts = measure_prior(half, batches, prior_batches)
+    counts = None                # prior_batches 0: a quick snapshot with no prior
+    if prior_batches > 0:
+        batches = Batches(make_sources(args["data"], cfg.fps), args.get("weights"), cfg,
+                          args.get("widths") or [cfg.frame_size[1]], 1, args.get("seed", 0))
+        counts = measure_prior(half, batches, prior_batches)
     return save_checkpoint(half, cfg, out, dtype=torch.float16, token_counts=counts,
                            extra={"step": state["step"], "run": str(run), "prior_batches": prior_batches})
 
@@ -53,7 +55,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m semcodec.export", description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir")
     p.add_argument("-o", "--out", required=True)
-    p.add_argument("--prior-batches", type=int, default=100)
+    p.add_argument("--prior-batches", type=int, default=100, help="batches to measure the token prior on (0: none)")
     p.add_argument("--name", help="model name to record (default: the preset's)")
     a = p.parse_args(argv)
     digest = export(a.run_dir, a.out, a.prior_batches, a.name)
