@@ -8,9 +8,9 @@
    included). The model is ``--model``, or the ``tiny`` preset with random weights when none is
    given (so the figures are the pipeline's, not a trained model's).
 2. Read: LM sequences per second through ``DataLoader(num_workers=2, batch_size=64,
-   shuffle=True)`` with :class:`~semcodec.data.LMCollator`, one epoch over every group, timed
+   shuffle=True)`` with :class:`~generation.lm.LMCollator`, one epoch over every group, timed
    from the first batch (worker start excluded), median of ``--repeats`` interleaved runs:
-   - ``parquet``: :class:`~semcodec.data.TokenDataset` ``(unit="group", lm=True)``;
+   - ``parquet``: :class:`~generation.lm.LMDataset` ``(unit="group")`` over the TokenDataset;
    - ``jsonl`` (the baseline): one JSON line per clip holding the same metadata and its groups'
      token lists; the reader indexes line offsets once, then per item seeks, parses the clip's
      line and builds the same LM sequence with the same collator.
@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from semcodec.data import LMCollator, LMVocab, TokenDataset, to_lm_sequence
+from generation.lm.layout import LMCollator, LMDataset, LMVocab, to_lm_sequence
+from semcodec.data import TokenDataset
 from semcodec.data.build import ShardWriter, build, prepare_dir
 from semcodec.data.dataset import META_FILE
 
@@ -143,7 +144,7 @@ def tiny_model(path) -> str:
 
 
 def bench_read(ds_dir, work, label, samples: int, repeats: int) -> dict:
-    ds = TokenDataset(ds_dir, unit="group", lm=True)
+    ds = LMDataset(ds_dir, unit="group")
     jl = Path(work) / f"{label}.jsonl"
     write_jsonl(TokenDataset(ds_dir), jl)
     base = JsonlGroups(jl, ds.vocab)

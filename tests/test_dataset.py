@@ -1,4 +1,5 @@
-"""Token datasets: build (resumable, exactly-once, failures), TokenDataset, LM layout, synth clips."""
+"""Token datasets: build (resumable, exactly-once, failures), TokenDataset, synth clips.
+(The LM layout of the tokens is tested in test_lm_layout.py.)"""
 import json
 import os
 import signal
@@ -11,13 +12,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import semcodec
 from semcodec.checkpoint import save_checkpoint
-from semcodec.data import (DatasetError, LMCollator, LMVocab, TokenDataset, lm_ids, parse_lm_sequence,
-                           read_failures, to_lm_sequence)
+from semcodec.data import DatasetError, TokenDataset, read_failures
 from semcodec.data import synth
 from semcodec.data.build import build, list_sources
 from semcodec.data.dataset import shard_paths
@@ -112,86 +110,18 @@ def test_built_dataset_matches_codec_and_captions(built, clips, model):
     assert ds.index_of(ds.clip_ids[5]) == 5
 
 
-def test_lm_sequence_roundtrip(built):
-    for unit in ("clip", "group"):
-        ds = TokenDataset(built, unit=unit)
-        v = ds.vocab
-        assert (v.BOS, v.EOS, v.SOI, v.EOI, v.SOP, v.EOP, v.PAD, v.size) == (64, 65, 66, 67, 68, 69, 70, 71)
-        for i in range(len(ds)):
-            item = ds[i]
-            seq = to_lm_sequence(item, v)
-            assert len(seq["ids"]) == ds.sequence_length(i) == v.sequence_length(item["group_valid"])
-            assert seq["caption"] == item["caption"] and seq["frames"] == item["frames"]
-            parsed = parse_lm_sequence(seq["ids"], v)
-            want = groups_of(item)
-            assert len(parsed) == len(want) and all(np.array_equal(a, b) for a, b in zip(parsed, want))
-
-
-def test_lm_layout_of_the_paper():
-    v = LMVocab(codebook_size=2048, iframe_tokens=330, pframe_tokens=74, group=13)
-    toks = np.random.default_rng(0).integers(0, 2048, 330 + 12 * 74)
-    item = {"tokens": toks, "group_valid": [13], "group_offsets": [0, len(toks)], "caption": "c", "frames": 13,
-            "motion": 1.0, "fps": 8.0, "duration": 6.1, "clip_id": "x", "index": 0}
-    ids = to_lm_sequence(item, v)["ids"].numpy()
-    assert len(ids) == 1 + 332 + 12 * 76 + 1
-    assert (ids[0], ids[1], ids[332], ids[333], ids[408], ids[-1]) == (2048, 2050, 2051, 2052, 2053, 2049)
-    assert np.array_equal(parse_lm_sequence(ids, v)[0], toks)
-    bad = [ids[:-1], np.concatenate([ids[:5], ids[6:]]), np.where(np.arange(len(ids)) == 10, 2053, ids),
-           np.where(np.arange(len(ids)) == 0, 5, ids), np.concatenate([ids, [7]]),
-           np.where(np.arange(len(ids)) == 331, 9999, ids)]
-    for b in bad:
-        with pytest.raises(DatasetError, match="malformed LM sequence at position"):
-            parse_lm_sequence(b, v)
-    # the collator pads with PAD and masks BOS and padding out of the loss
-    short = dict(item, tokens=toks[:330 + 74], group_valid=[2], group_offsets=[0, 404])
-    batch = LMCollator(v)([to_lm_sequence(item, v), to_lm_sequence(short, v)])
-    assert batch["ids"].shape == (2, len(ids)) and batch["lengths"].tolist() == [len(ids), 1 + 332 + 76 + 1]
-    assert (batch["ids"][1, 410:] == v.PAD).all() and batch["attention_mask"][1].sum() == 410
-    assert not batch["loss_mask"][:, 0].any() and batch["loss_mask"][0, 1:].all()
-
-
-@settings(max_examples=150, deadline=None)
-@given(st.integers(2, 4096), st.integers(1, 12), st.integers(1, 6), st.integers(1, 6),
-       st.lists(st.integers(1, 6), min_size=1, max_size=4), st.integers(0, 2 ** 32 - 1), st.data())
-def test_lm_layout_roundtrip_property(K, I, P, G, valids, seed, data):
-    v = LMVocab(K, I, P, G)
-    valids = [min(x, G) for x in valids]
-    rng = np.random.default_rng(seed)
-    groups = [rng.integers(0, K, v.group_tokens(x)) for x in valids]
-    toks = np.concatenate(groups)
-    offs = np.concatenate([[0], np.cumsum([len(g) for g in groups])])
-    ids = lm_ids(toks.astype(np.int16 if K <= 32768 else np.int64), valids, offs, v)
-    assert len(ids) == v.sequence_length(valids)
-    back = parse_lm_sequence(np.concatenate([ids, [v.PAD] * 3]), v)
-    assert len(back) == len(groups) and all(np.array_equal(a, b) for a, b in zip(back, groups))
-    pos = data.draw(st.integers(0, len(ids) - 1))
-    new = data.draw(st.integers(0, v.size + 2).filter(lambda x: x != ids[pos]))
-    bad = ids.copy()
-    bad[pos] = new
-    if ids[pos] < K and new < K:      # a code for a code: still well formed
-        assert len(parse_lm_sequence(bad, v)) == len(groups)
-    else:                             # a special moved, removed or added, or an id outside the vocabulary
-        with pytest.raises(DatasetError, match="malformed LM sequence at position"):
-            parse_lm_sequence(bad, v)
-
-
-def test_dataloader_workers_and_distributed_sampler(built):
-    from torch.utils.data import DataLoader, DistributedSampler
-    ds = TokenDataset(built, unit="group", lm=True)
-    plain = TokenDataset(built, unit="group")
-    seen = []
-    for rank in range(2):
-        sampler = DistributedSampler(ds, num_replicas=2, rank=rank, shuffle=True, seed=1)
-        dl = DataLoader(ds, batch_size=5, sampler=sampler, num_workers=2, collate_fn=ds.collate_fn)
-        for batch in dl:
-            for r in range(len(batch["ids"])):
-                ids = batch["ids"][r][batch["attention_mask"][r]]
-                (toks,) = parse_lm_sequence(ids, ds.vocab)
-                ref = plain.group(batch["index"][r], batch["groups"][r])
-                assert np.array_equal(toks, ref["tokens"].numpy()) and batch["captions"][r] == ref["caption"]
-                seen.append((batch["index"][r], batch["groups"][r]))
-    assert sorted(set(seen)) == sorted((c, g) for c in range(N_CLIPS) for g in range(3))
-    assert len(seen) == len(ds)              # 24 groups split 12 + 12: no padding repeats
+def test_item_layout_accessors(built):
+    """locate / group_layout / clip_meta: what the LM reads (generation.lm.LMDataset) without tokens."""
+    ds, clips = TokenDataset(built, unit="group"), TokenDataset(built)
+    for i in range(len(ds)):
+        c, g = ds.locate(i)
+        item = ds[i]
+        assert (c, g) == (item["index"], item["group"])
+        valid, offs = ds.group_layout(c)
+        assert valid[g] == item["group_valid"][0] and offs[g + 1] - offs[g] == len(item["tokens"])
+    assert clips.locate(3) == (3, None)
+    meta = clips.clip_meta(3)
+    assert meta["frames"] == clips[3]["frames"] and meta["caption"] == clips[3]["caption"] and "tokens" not in meta
 
 
 # ----------------------------------------------------------------------------------- robustness

@@ -1,11 +1,9 @@
 """Data: training clip sources, procedural captioned clips, and token datasets.
 
 ``TokenDataset(DS_DIR)`` reads a dataset that ``semcodec dataset build`` wrote (see
-``docs/datasets.md``); ``to_lm_sequence`` / ``parse_lm_sequence`` / ``LMCollator`` give the
-language-model layout of DESIGN.md §5.
+``docs/datasets.md``). The language-model layout of its tokens (DESIGN.md §5) is
+``generation.lm.layout``'s.
 """
-from .dataset import (DatasetError, LMCollator, LMVocab, TokenDataset, lm_ids, parse_lm_sequence, read_failures,
-                      read_meta, to_lm_sequence)
+from .dataset import DatasetError, TokenDataset, read_failures, read_meta
 
-__all__ = ["DatasetError", "LMCollator", "LMVocab", "TokenDataset", "lm_ids", "parse_lm_sequence", "read_failures",
-           "read_meta", "to_lm_sequence"]
+__all__ = ["DatasetError", "TokenDataset", "read_failures", "read_meta"]

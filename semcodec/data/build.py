@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import (FORMAT, failure_records, META_FILE, MOTION_DOC, MOTION_FPS, MOTION_SIDE, SHARD_DIR,
-                      SHARD_SUFFIX, SPECIALS, VERSION, DatasetError, shard_paths)
+                      SHARD_SUFFIX, VERSION, DatasetError, shard_paths)
 
 VIDEO_EXT = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".gif"}
 ROW_GROUP_TOKENS = 1 << 20       # tokens per Parquet row group (the unit of random reads)
@@ -224,7 +224,6 @@ def dataset_meta(codec) -> dict:
             "tokens": {"dtype": np.dtype(token_dtype(c.codebook_size)).name, "codebook_size": c.codebook_size,
                        "iframe_tokens": c.iframe_tokens, "pframe_tokens": c.pframe_tokens, "group": c.group,
                        "overlap": c.overlap, "semantic_fps": c.fps},
-            "lm_specials": {name: c.codebook_size + i for i, name in enumerate(SPECIALS)},
             "motion": MOTION_DOC}
 
 

@@ -8,9 +8,8 @@ On disk (specified in ``docs/datasets.md``)::
 
 :class:`TokenDataset` is a map-style ``torch.utils.data.Dataset`` over the shards, by clip
 (``unit="clip"``) or by group (``unit="group"``), in clip-id order whatever the build's schedule.
-:func:`to_lm_sequence` lays an item out for the language model of DESIGN.md §5
-(``BOS <SOI> I codes <EOI> (<SOP> P codes <EOP>)* ... EOS``), :func:`parse_lm_sequence` inverts
-it, and :class:`LMCollator` pads a batch of sequences with ``PAD`` and gives the masks.
+The language-model layout of these tokens (vocabulary, sequences, collator) lives in
+``generation.lm.layout``: semcodec knows nothing of the language model.
 """
 from __future__ import annotations
 
@@ -18,8 +17,6 @@ import json
 import os
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +28,6 @@ META_FILE = "dataset.json"
 SHARD_DIR = "shards"
 SHARD_SUFFIX = ".parquet"
 FAILURES_GLOB = "failures-r*.jsonl"
-SPECIALS = ("BOS", "EOS", "SOI", "EOI", "SOP", "EOP", "PAD")
 MOTION_FPS = 4.0          # motion score: frames sampled at this rate ...
 MOTION_SIDE = 64          # ... greyscale, scaled so the short side is this many pixels
 MOTION_DOC = (f"mean absolute grey-level change (0-255) between consecutive frames sampled at {MOTION_FPS:g} fps, "
@@ -45,216 +41,6 @@ META_COLUMNS = ("clip_id", "source", "caption", "meta", "fps", "frames", "width"
 
 class DatasetError(ValueError):
     """A token dataset that cannot be built or read as asked (message is user-facing)."""
-
-
-# ----------------------------------------------------------------------------------- vocabulary
-@dataclass(frozen=True)
-class LMVocab:
-    """Language-model vocabulary: codes ``0..K-1`` then 7 specials ``K..K+6``
-    (BOS, EOS, SOI, EOI, SOP, EOP, PAD), and the token layout of one group."""
-    codebook_size: int
-    iframe_tokens: int
-    pframe_tokens: int
-    group: int                       # frames per group: at most group - 1 P-frames
-
-    @classmethod
-    def from_config(cls, cfg: dict) -> "LMVocab":
-        return cls(int(cfg["codebook_size"]), int(cfg["iframe_tokens"]), int(cfg["pframe_tokens"]), int(cfg["group"]))
-
-    @property
-    def size(self) -> int:
-        return self.codebook_size + len(SPECIALS)
-
-    def special(self, name: str) -> int:
-        return self.codebook_size + SPECIALS.index(name)
-
-    BOS = property(lambda self: self.codebook_size)
-    EOS = property(lambda self: self.codebook_size + 1)
-    SOI = property(lambda self: self.codebook_size + 2)
-    EOI = property(lambda self: self.codebook_size + 3)
-    SOP = property(lambda self: self.codebook_size + 4)
-    EOP = property(lambda self: self.codebook_size + 5)
-    PAD = property(lambda self: self.codebook_size + 6)
-
-    def group_tokens(self, valid: int) -> int:
-        """Codes of a group holding ``valid`` frames."""
-        return self.iframe_tokens + (valid - 1) * self.pframe_tokens
-
-    def group_length(self, valid: int) -> int:
-        """Sequence positions of a group holding ``valid`` frames, specials included."""
-        return self.iframe_tokens + 2 + (valid - 1) * (self.pframe_tokens + 2)
-
-    def sequence_length(self, valids) -> int:
-        return 2 + sum(self.group_length(int(v)) for v in valids)
-
-
-# ----------------------------------------------------------------------------------- LM layout
-def _np(x) -> np.ndarray:
-    return x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-
-
-@lru_cache(maxsize=256)
-def _template(vocab: LMVocab, valid: int, ends: bool) -> np.ndarray:
-    """The ids of one group of ``valid`` frames with its specials in place (codes left 0),
-    with ``BOS`` / ``EOS`` around it when ``ends``."""
-    I, P = vocab.iframe_tokens, vocab.pframe_tokens
-    seg = np.zeros(vocab.group_length(valid), np.int64)
-    seg[0], seg[I + 1] = vocab.SOI, vocab.EOI
-    q = seg[I + 2:].reshape(valid - 1, P + 2)
-    q[:, 0], q[:, -1] = vocab.SOP, vocab.EOP
-    seg = np.concatenate([[vocab.BOS], seg, [vocab.EOS]]) if ends else seg
-    seg.setflags(write=False)
-    return seg
-
-
-def lm_ids(tokens: np.ndarray, group_valid, group_offsets, vocab: LMVocab) -> np.ndarray:
-    """The id sequence (int64 numpy) of concatenated group ``tokens``."""
-    valid, offs = _np(group_valid), _np(group_offsets)
-    I, P, G = vocab.iframe_tokens, vocab.pframe_tokens, vocab.group
-    single = len(valid) == 1
-    out = None if single else np.empty(vocab.sequence_length(valid), np.int64)
-    p = 1
-    for g in range(len(valid)):
-        v = int(valid[g])
-        if not 1 <= v <= G:
-            raise DatasetError(f"a group holds 1 to {G} frames, not {v}")
-        codes = tokens[offs[g]:offs[g + 1]]
-        if len(codes) != I + (v - 1) * P:
-            raise DatasetError(f"group {g} holds {len(codes)} tokens, a {v}-frame group has {I + (v - 1) * P}")
-        n = I + 2 + (v - 1) * (P + 2)
-        if single:
-            out = _template(vocab, v, True).copy()
-        else:
-            out[p:p + n] = _template(vocab, v, False)
-        out[p + 1:p + 1 + I] = codes[:I]
-        if v > 1:
-            out[p + I + 2:p + n].reshape(v - 1, P + 2)[:, 1:-1] = codes[I:].reshape(v - 1, P)
-        p += n
-    if single:
-        return out
-    out[0], out[-1] = vocab.BOS, vocab.EOS
-    return out
-
-
-def to_lm_sequence(item: dict, vocab: LMVocab) -> dict:
-    """A dataset item -> ``{"ids": LongTensor, "caption", "frames", "motion", ...}``.
-
-    ``ids`` is ``BOS`` then, per group, ``<SOI> I codes <EOI>`` and ``(valid - 1)`` times
-    ``<SOP> P codes <EOP>``, then ``EOS`` (DESIGN.md §5; one group for ``unit="group"`` items).
-    The text and micro-conditions travel beside it: ``caption`` (str), ``frames`` (semantic frames
-    the sequence codes), ``motion`` (the clip's motion score); the language model embeds them and
-    puts them right after ``BOS``.
-    """
-    ids = lm_ids(_np(item["tokens"]), item["group_valid"], item["group_offsets"], vocab)
-    out = {"ids": torch.from_numpy(ids), "caption": item["caption"], "frames": int(item["frames"]),
-           "motion": float(item["motion"]), "fps": float(item["fps"]), "duration": float(item["duration"]),
-           "clip_id": item["clip_id"], "index": int(item["index"])}
-    if "group" in item:
-        out["group"] = int(item["group"])
-    return out
-
-
-def parse_lm_sequence(ids, vocab: LMVocab, strip_pad: bool = True) -> list[np.ndarray]:
-    """Invert :func:`to_lm_sequence`: ids -> the token array (int64) of each group.
-
-    Trailing ``PAD`` is dropped when ``strip_pad``. A malformed sequence raises
-    :class:`DatasetError` naming the position and what was expected there.
-    """
-    x = _np(ids).astype(np.int64, copy=False).ravel()
-    n = len(x)
-    if strip_pad:
-        while n and x[n - 1] == vocab.PAD:
-            n -= 1
-    K, I, P = vocab.codebook_size, vocab.iframe_tokens, vocab.pframe_tokens
-    names = {vocab.special(s): f"<{s}>" for s in SPECIALS}
-
-    def what(i):
-        if i >= n:
-            return "the end of the sequence"
-        v = int(x[i])
-        return names.get(v, f"code {v}" if 0 <= v < K else f"id {v} (outside the vocabulary of {vocab.size})")
-
-    def expect(i, tok):
-        if i >= n or x[i] != tok:
-            raise DatasetError(f"malformed LM sequence at position {i}: expected {names[tok]}, found {what(i)}")
-
-    def codes(i, k):
-        seg = x[i:i + k]
-        bad = np.flatnonzero((seg < 0) | (seg >= K))
-        if len(seg) < k or len(bad):
-            j = i + (int(bad[0]) if len(bad) else len(seg))
-            raise DatasetError(f"malformed LM sequence at position {j}: expected one of {k} codes starting at "
-                               f"position {i}, found {what(j)}")
-        return seg.copy()
-
-    expect(0, vocab.BOS)
-    groups, i = [], 1
-    while i < n and x[i] != vocab.EOS:
-        expect(i, vocab.SOI)
-        parts = [codes(i + 1, I)]
-        i += 1 + I
-        expect(i, vocab.EOI)
-        i += 1
-        while i < n and x[i] == vocab.SOP:
-            if len(parts) == vocab.group:
-                raise DatasetError(f"malformed LM sequence at position {i}: a group holds at most "
-                                   f"{vocab.group - 1} P-frames")
-            parts.append(codes(i + 1, P))
-            i += 1 + P
-            expect(i, vocab.EOP)
-            i += 1
-        groups.append(np.concatenate(parts))
-    expect(i, vocab.EOS)
-    if i + 1 != n:
-        raise DatasetError(f"malformed LM sequence at position {i + 1}: expected the end after <EOS>, "
-                           f"found {what(i + 1)}")
-    return groups
-
-
-class LMCollator:
-    """Batch of :func:`to_lm_sequence` outputs -> padded tensors.
-
-    ``ids`` B x L (padded with PAD), ``attention_mask`` (True on real positions), ``loss_mask``
-    (True where a position is a training target: every real position but ``BOS``), ``lengths``,
-    ``frames`` (long), ``motion`` (float), and the lists ``captions``, ``clip_ids``, ``index`` (clip
-    indices) and ``groups`` (group indices, -1 for whole-clip items). ``L`` is the longest
-    sequence rounded up to ``pad_to_multiple``.
-
-    The tensors are views of one buffer, so a batch crosses from a DataLoader worker in one
-    shared-memory segment (one per tensor costs about twice the read time at batch 64).
-    """
-
-    def __init__(self, vocab: LMVocab, pad_to_multiple: int = 1):
-        self.vocab, self.multiple = vocab, max(1, pad_to_multiple)
-
-    def __call__(self, batch: list[dict]) -> dict:
-        B = len(batch)
-        lengths = np.array([len(b["ids"]) for b in batch], np.int64)
-        L = int(-(-lengths.max() // self.multiple) * self.multiple)
-        parts = [("ids", torch.int64, (B, L), 8), ("lengths", torch.int64, (B,), 8), ("frames", torch.int64, (B,), 8),
-                 ("motion", torch.float32, (B,), 4), ("attention_mask", torch.bool, (B, L), 1),
-                 ("loss_mask", torch.bool, (B, L), 1)]
-        ends = np.cumsum([int(np.prod(shape)) * size for _, _, shape, size in parts])
-        buf = torch.empty(int(ends[-1]), dtype=torch.uint8)
-        if torch.utils.data.get_worker_info() is not None:    # as default_collate: born in shared memory
-            buf.share_memory_()
-        out = {name: buf[e - int(np.prod(shape)) * size:e].view(dt).view(shape)
-               for (name, dt, shape, size), e in zip(parts, ends)}
-        ids = out["ids"].numpy()
-        ids.fill(self.vocab.PAD)
-        for r, b in enumerate(batch):
-            ids[r, :lengths[r]] = _np(b["ids"])
-        out["lengths"].numpy()[:] = lengths
-        out["frames"].numpy()[:] = [b["frames"] for b in batch]
-        out["motion"].numpy()[:] = [b["motion"] for b in batch]
-        attn = out["attention_mask"].numpy()
-        attn[:] = np.arange(L)[None, :] < lengths[:, None]
-        loss = out["loss_mask"].numpy()
-        loss[:] = attn
-        loss[:, 0] = False
-        out.update(captions=[b["caption"] for b in batch], clip_ids=[b["clip_id"] for b in batch],
-                   index=[b["index"] for b in batch], groups=[b.get("group", -1) for b in batch])
-        return out
 
 
 # ----------------------------------------------------------------------------------- files
@@ -315,21 +101,19 @@ class TokenDataset(torch.utils.data.Dataset):
     (LongTensors), ``clip_id``, ``source``, ``caption``, ``meta`` (JSON string of the captions
     file's other fields), ``fps``, ``duration``, ``frames`` (semantic frames coded), ``motion``,
     ``model``, ``model_hash``, ``index`` (the clip index), plus ``group`` and ``start`` (seconds)
-    for a group item. With ``lm=True`` items are :func:`to_lm_sequence` outputs instead; batch
-    them with :attr:`collate_fn`.
+    for a group item. ``generation.lm.LMDataset`` reads the same items as language-model sequences.
 
     Tokens are read from Parquet one row group at a time and kept in a per-process LRU cache
     of ``cache_tokens`` tokens; safe with DataLoader workers (fork or spawn) and any sampler.
     """
 
-    def __init__(self, ds_dir, unit: str = "clip", lm: bool = False, cache_tokens: int = 64 << 20):
+    def __init__(self, ds_dir, unit: str = "clip", cache_tokens: int = 64 << 20):
         import pyarrow as pa
         import pyarrow.parquet as pq
         if unit not in ("clip", "group"):
             raise DatasetError(f"unit must be 'clip' or 'group', not {unit!r}")
-        self.root, self.unit, self.lm, self.cache_tokens = Path(ds_dir), unit, lm, cache_tokens
+        self.root, self.unit, self.cache_tokens = Path(ds_dir), unit, cache_tokens
         self.meta = read_meta(ds_dir)
-        self.vocab = LMVocab.from_config(self.meta["model"]["config"])
         self.shards = [str(p) for p in shard_paths(ds_dir)]
         tables, loc = [], []
         for s, path in enumerate(self.shards):
@@ -407,16 +191,23 @@ class TokenDataset(torch.utils.data.Dataset):
             raise KeyError(clip_id)
         return i
 
-    @property
-    def collate_fn(self) -> LMCollator:
-        return LMCollator(self.vocab)
+    def locate(self, i: int) -> tuple[int, int | None]:
+        """Item ``i`` -> ``(clip, group)``; ``group`` is None for ``unit="clip"``."""
+        if self.unit == "clip":
+            return int(i), None
+        c = int(self._group_clip[i])
+        return c, int(i) - int(self._group_first[c])
 
-    def sequence_length(self, i: int) -> int:
-        """LM sequence length of item ``i`` (from the metadata alone, for length bucketing)."""
-        if self.unit == "group":
-            c = int(self._group_clip[i])
-            return self.vocab.sequence_length([self._gvalid[self._gidx[c] + i - self._group_first[c]]])
-        return self.vocab.sequence_length(self._gvalid[self._gidx[i]:self._gidx[i + 1]])
+    def group_layout(self, c: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(group_valid, group_offsets)`` of clip ``c`` (int64 numpy, read-only views of the
+        metadata): the frames coded in each group, and the ``n_groups + 1`` offsets of the groups
+        in :meth:`clip_tokens`."""
+        return (self._gvalid[self._gidx[c]:self._gidx[c + 1]], self._goffs[self._oidx[c]:self._oidx[c + 1]])
+
+    def clip_meta(self, c: int) -> dict:
+        """The per-clip fields of an item (no tokens): ``clip_id``, ``source``, ``caption``, ``meta``,
+        ``fps``, ``duration``, ``motion``, ``model``, ``model_hash``, ``index``, ``frames``."""
+        return {**self._common(c), "frames": int(self._sframes[c])}
 
     # -- token payload
     def _row_group(self, s: int, rg: int) -> tuple[np.ndarray, np.ndarray]:
@@ -480,26 +271,8 @@ class TokenDataset(torch.utils.data.Dataset):
             i += len(self)
         if not 0 <= i < len(self):
             raise IndexError(f"item {i} out of range ({len(self)} items)")
-        if self.unit == "clip":
-            return self._lm_clip(i) if self.lm else self.clip(i)
-        c = int(self._group_clip[i])
-        return (self._lm_group if self.lm else self.group)(c, i - int(self._group_first[c]))
-
-    # -- the LM layout straight from the stored tokens (what to_lm_sequence gives, without the detour)
-    def _lm_common(self, c: int) -> dict:
-        return {"caption": self._caption[c], "motion": float(self._motion[c]), "fps": float(self._fps[c]),
-                "duration": float(self._duration[c]), "clip_id": self.clip_ids[c], "index": c}
-
-    def _lm_clip(self, c: int) -> dict:
-        a, b = self._gidx[c], self._gidx[c + 1]
-        ids = lm_ids(self.clip_tokens(c), self._gvalid[a:b], self._goffs[self._oidx[c]:self._oidx[c + 1]], self.vocab)
-        return {"ids": torch.from_numpy(ids), "frames": int(self._sframes[c]), **self._lm_common(c)}
-
-    def _lm_group(self, c: int, g: int) -> dict:
-        o0, o1 = self._goffs[self._oidx[c] + g], self._goffs[self._oidx[c] + g + 1]
-        valid = int(self._gvalid[self._gidx[c] + g])
-        ids = lm_ids(self.clip_tokens(c)[o0:o1], (valid,), (0, o1 - o0), self.vocab)
-        return {"ids": torch.from_numpy(ids), "frames": valid, **self._lm_common(c), "group": g}
+        c, g = self.locate(i)
+        return self.clip(c) if g is None else self.group(c, g)
 
     def __getitems__(self, indices) -> list[dict]:
         return [self[i] for i in indices]

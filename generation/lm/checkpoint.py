@@ -1,0 +1,83 @@
+"""LM checkpoints: safetensors weights with the config and a content hash in the metadata.
+
+The metadata holds ``format`` (``generation-lm-1``), ``config`` (the :class:`LMConfig` JSON),
+``content_hash`` (SHA-256 over the config JSON and the tensors, as semcodec's format-2 codec
+checkpoints: :func:`semcodec.checkpoint.content_hash`) and ``extra`` (JSON: training step, ...).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+
+from semcodec.checkpoint import atomic_save_file, content_hash
+
+from .model import LMConfig, TokenLM
+
+FORMAT = "generation-lm-1"
+
+
+@dataclass
+class LMCheckpoint:
+    model: TokenLM                   # float32, eval mode
+    config: LMConfig
+    content_hash: str
+    extra: dict = field(default_factory=dict)
+
+
+def lm_state(model: TokenLM, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The model's tensors on the CPU, floating ones cast to ``dtype`` when given."""
+    out = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu().contiguous()
+        out[k] = v.to(dtype) if (dtype is not None and v.is_floating_point()) else v
+    return out
+
+
+def save_lm(model: TokenLM, path, extra: dict | None = None, dtype: torch.dtype | None = None,
+            config: LMConfig | None = None) -> str:
+    """Write ``model`` (config: its own, or ``config``) atomically; return the content hash."""
+    state = lm_state(model, dtype)
+    cfg_json = (config or model.config).to_json()
+    digest = content_hash(state, cfg_json)
+    atomic_save_file(state, path, {"format": FORMAT, "config": cfg_json, "content_hash": digest,
+                                   "extra": json.dumps(extra or {}, sort_keys=True)})
+    return digest
+
+
+def read_lm_metadata(path) -> dict:
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path}: not an LM checkpoint ({e})") from None
+    if meta.get("format") != FORMAT or "config" not in meta or "content_hash" not in meta:
+        raise ValueError(f"{path}: not an LM checkpoint (format {meta.get('format')!r})")
+    return meta
+
+
+def load_lm(path, map_location="cpu", verify: bool = True) -> LMCheckpoint:
+    """A checkpoint written by :func:`save_lm`; ValueError for anything wrong with the file."""
+    meta = read_lm_metadata(path)
+    try:
+        cfg = LMConfig.from_dict(json.loads(meta["config"]))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{path}: invalid LM config ({e})") from None
+    state = load_file(str(path))
+    if verify and content_hash(state, meta["config"]) != meta["content_hash"]:
+        raise ValueError(f"{path}: weights do not match their content hash (corrupt file)")
+    model = TokenLM(cfg)
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except RuntimeError as e:
+        raise ValueError(f"{path}: the weights do not fit the config ({str(e).splitlines()[0]})") from None
+    return LMCheckpoint(model.to(map_location).eval(), cfg, meta["content_hash"], json.loads(meta.get("extra", "{}")))
+
+
+def load_weights(model: TokenLM, path) -> None:
+    """Load a checkpoint's tensors into ``model`` (same config; resume)."""
+    model.load_state_dict(load_file(str(Path(path))))

@@ -1,0 +1,40 @@
+"""A tiny token dataset for the LM tests: procedural clips (semcodec dataset synth) tokenized by the
+`tiny` codec preset (weights jittered so that tokens vary), built once per test session."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+_BUILT: dict[tuple, Path] = {}
+
+
+def tiny_codec(path, seed: int = 0) -> str:
+    import semcodec
+    from semcodec.checkpoint import save_checkpoint
+    cfg = semcodec.get_preset("tiny")
+    torch.manual_seed(seed)
+    m = semcodec.VideoTokenizer(cfg)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.3)
+    save_checkpoint(m, cfg, path)
+    return str(path)
+
+
+def tiny_dataset(tmp_path_factory, n_clips: int = 8, frames: int = 12, seed: int = 0) -> Path:
+    """``n_clips`` clips of ``frames`` frames at 8 fps, 32x48 (12 frames: 9 semantic frames, groups of
+    4 + 4 + 3 frames with the tiny codec), captioned; cached for the session."""
+    key = (n_clips, frames, seed)
+    if key not in _BUILT:
+        from semcodec.data import synth
+        from semcodec.data.build import build
+        root = tmp_path_factory.mktemp(f"lmds{n_clips}-{frames}-{seed}")
+        model = tiny_codec(root / "tiny.safetensors", seed)
+        synth.write_clips(n_clips, root / "clips", frames=frames, size=(32, 48), fps=8, seed=seed)
+        rep = build([str(root / "clips")], root / "ds", model=model, captions=root / "clips" / "captions.jsonl",
+                    workers=0)
+        assert rep.built == n_clips and not rep.failed
+        _BUILT[key] = root / "ds"
+    return _BUILT[key]
