@@ -104,8 +104,9 @@ def check_config(d: Any) -> None:
     if slopes is not None and not (isinstance(slopes, (list, tuple)) and len(slopes) <= 64
                                    and all(_is_real(s) for s in slopes)):
         raise LimitError(f"config field 'locality_slopes' must be a list of numbers or null, got {slopes!r}")
-    if "lattice_skip" in d and not isinstance(d["lattice_skip"], bool):
-        raise LimitError(f"config field 'lattice_skip' must be true or false, got {d['lattice_skip']!r}")
+    for flag in ("lattice_skip", "iframe_skip"):
+        if flag in d and not isinstance(d[flag], bool):
+            raise LimitError(f"config field '{flag}' must be true or false, got {d[flag]!r}")
     if d.get("backbone_path") is not None and not isinstance(d["backbone_path"], str):
         raise LimitError(f"config field 'backbone_path' must be a string or null, got {d['backbone_path']!r}")
 

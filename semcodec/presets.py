@@ -46,6 +46,8 @@ class CodecConfig:
     locality_slopes: tuple[float, ...] | None = (1.0, 0.25, 0.0625, 0.0)   # per-head 2D ALiBi; None = off
     lattice_skip: bool = True         # queries start from the features at their lattice place, and
                                       # decoder positions from the latents at theirs (needs "grid")
+    iframe_skip: bool = False         # decoder positions of P-frames also start from the IFrame latents
+                                      # at their place: P tokens then code what changed (needs lattice_skip)
 
     def __post_init__(self):
         if self.overlap is None:
@@ -54,6 +56,8 @@ class CodecConfig:
             raise ValueError(f"rope_split {self.rope_split} must sum to the head dim {self.width // self.heads}")
         if any(s % 2 for s in self.rope_split):
             raise ValueError("each rope_split part must be even")
+        if self.iframe_skip and not self.lattice_skip:
+            raise ValueError("iframe_skip needs lattice_skip")
         if self.lattice_skip and self.query_layout != "grid":
             raise ValueError("lattice_skip needs query_layout='grid'")
         if self.locality_slopes is not None and len(self.locality_slopes) != self.heads:
@@ -138,7 +142,7 @@ register_preset(CodecConfig(name="s128-framevq", enc_layers=0, dec_layers=0, ste
 # 2 s at 4 fps, 80 + 7 x 20 = 220 tokens per group (147 tokens/s): short enough for a language
 # model trained on a CPU.
 register_preset(CodecConfig(name="world", frame_size=(128, 192), iframe_tokens=80, pframe_tokens=20,
-                            enc_layers=2, dec_layers=2, stem_blocks=2, head_blocks=3))
+                            enc_layers=1, dec_layers=1, stem_blocks=2, head_blocks=3, iframe_skip=True))
 
 # Same tokenizer over raw 16 x 16 pixel patches (no learned stem): the pure-transformer baseline.
 register_preset(CodecConfig(name="s128-pixels", features="pixels", feature_dim=768))

@@ -201,3 +201,28 @@ def test_caches_built_under_inference_mode_still_train():
     out = m(x)
     (out["recon_loss"] + out["commit_loss"]).backward()
     assert m.tokenizer.encoder.in_proj.weight.grad is not None
+
+
+@pytest.mark.parametrize("iframe_skip", [False, True])
+def test_iframe_skip_carries_the_iframe_into_pframes(iframe_skip):
+    """With no attention blocks a P-frame's picture depends on the IFrame tokens only through
+    ``iframe_skip`` (its positions start from the IFrame latents); the IFrame never depends on P."""
+    torch.manual_seed(0)
+    cfg = get_preset("tiny").replace(enc_layers=0, dec_layers=0, iframe_skip=iframe_skip)
+    model = VideoTokenizer(cfg).eval()
+    ids = torch.randint(0, cfg.codebook_size, (1, cfg.tokens_for_frames(3)))
+    other = ids.clone()
+    other[:, :cfg.iframe_tokens] = (other[:, :cfg.iframe_tokens] + 1) % cfg.codebook_size
+    with torch.no_grad():
+        a, b = model.decode(ids, (32, 48)), model.decode(other, (32, 48))
+    assert not torch.equal(a[:, 0], b[:, 0])
+    assert torch.equal(a[:, 1:], b[:, 1:]) != iframe_skip
+    p = ids.clone()
+    p[:, cfg.iframe_tokens:] = (p[:, cfg.iframe_tokens:] + 1) % cfg.codebook_size
+    with torch.no_grad():
+        assert torch.equal(model.decode(p, (32, 48))[:, 0], a[:, 0])
+
+
+def test_iframe_skip_needs_the_lattice():
+    with pytest.raises(ValueError, match="iframe_skip needs lattice_skip"):
+        get_preset("tiny").replace(iframe_skip=True, lattice_skip=False)

@@ -164,7 +164,11 @@ class Decoder(_Transformer):
         lat = self.latent_proj(zq)
         pos = self.mask_token.to(lat.dtype).expand(B, layout.n_visual, -1)
         if self.cfg.lattice_skip:
-            pos = pos + lattice_to_grid(lat, T, grid, self.cfg).reshape(B, layout.n_visual, -1)
+            g = lattice_to_grid(lat, T, grid, self.cfg)
+            if self.cfg.iframe_skip and T > 1:
+                # every P-frame starts from the IFrame's picture: its own tokens code what changed
+                g = torch.cat([g[:, :1], g[:, 1:] + g[:, :1]], dim=1)
+            pos = pos + g.reshape(B, layout.n_visual, -1)
         x = self.run_blocks(torch.cat([pos, lat], dim=1), layout, "decoder")
         return self.head(x[:, :layout.n_visual]).reshape(B, T, grid[0], grid[1], -1)
 
