@@ -251,11 +251,10 @@ class TextProjection(nn.Module):
         repeated n_i times. Returns B tensors n_i x d."""
         out = []
         for i, s in enumerate(states):
-            if keep is not None and not bool(keep[i]):
-                out.append(self.null.expand(len(s), -1))
-            else:
-                h = self.fc2(F.gelu(self.fc1(s.to(self.fc1.weight.dtype)), approximate="tanh"))
-                out.append(h)
+            h = self.fc2(F.gelu(self.fc1(s.to(self.fc1.weight.dtype)), approximate="tanh"))
+            if keep is not None:           # torch.where: the null takes part (and gets a gradient) always
+                h = torch.where(keep[i], h, self.null.to(h.dtype).expand_as(h))
+            out.append(h)
         return out
 
     def unconditional(self, lengths: list[int]) -> list[torch.Tensor]:

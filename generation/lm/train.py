@@ -1,0 +1,297 @@
+"""Train the token LM on a token dataset (``semcodec dataset build``):
+
+    python -m generation.lm.train --data ds/ --out runs/lm --preset lm-world
+    torchrun --nproc-per-node 2 -m generation.lm.train --data ds/ --out runs/lm-ddp   # DDP (gloo on CPU)
+
+Each step draws ``--batch`` sequences per process (``--unit group``: one group each; ``clip``: a
+whole clip), encodes their captions with the frozen text encoder (states cached per caption),
+drops conditions for classifier-free guidance (text 10%, motion 50%, frames 50%), packs the
+sequences into rows of ``--pack-len`` positions (each sample attends to itself only) and takes
+the cross-entropy on the ids after BOS (codes and specials). AdamW (lr 1e-3, betas 0.9 / 0.95),
+linear warm-up (1000 steps) then cosine decay, gradient clipping at 1, optional bf16 autocast.
+
+The token layout and codebook come from the dataset; the preset sizes the network (``--config``
+overrides fields as JSON). What a run directory holds:
+
+- ``ckpt/``: ``model.safetensors`` (weights, config, content hash), ``optim.safetensors``,
+  ``state.json`` (step, arguments); written to a temporary folder and renamed, so that a run
+  killed at any moment (SIGKILL included) resumes from its last complete checkpoint, exactly:
+  the items of step s on rank r, and the condition dropout, come from generators seeded by
+  (seed, s, r), with no hidden state;
+- ``log.jsonl``: one line per logged step (loss, bits per code, lr, tokens/s) and per validation
+  (``--val DS``: held-out bits per code); lines past the checkpoint are dropped on resume;
+- ``final.safetensors`` the model and ``train.png`` the curves, when the run ends
+  (``generation.lm.load_lm`` loads the model).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from semcodec.checkpoint import atomic_save_file
+from semcodec.train import (_load_optim, _optim_tensors, check_replicas, find_checkpoint, learning_rate, setup_dist,
+                            truncate_log)
+
+from .checkpoint import load_weights, save_lm
+from .layout import LMDataset
+from .model import PRESETS, LMConfig, TokenLM, get_preset, packed_inputs
+from .text import CachedTextEncoder, TextEncoder, get_text_encoder
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m generation.lm.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="token dataset folder (semcodec dataset build)")
+    p.add_argument("--out", required=True, help="run directory (resumed if it holds a checkpoint)")
+    p.add_argument("--preset", default="lm-world", choices=sorted(PRESETS))
+    p.add_argument("--config", help="JSON of LMConfig fields overriding the preset")
+    p.add_argument("--unit", choices=["group", "clip"], default="group",
+                   help="one sequence per group (default) or per whole clip")
+    p.add_argument("--text-encoder", help="text encoder spec (default: the preset's): minilm, minilm:DIR, "
+                                          "t5:DIR, hash, hash:DIM")
+    p.add_argument("--steps", type=int, default=20000)
+    p.add_argument("--batch", type=int, default=16, help="sequences per step and process")
+    p.add_argument("--pack-len", type=int, default=0,
+                   help="positions per packed row (0: the longest sequence of the step; sequences shorter "
+                        "than a row share it)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--min-lr", type=float, default=0.0)
+    p.add_argument("--warmup", type=int, default=1000, help="linear warm-up steps")
+    p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")
+    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--beta2", type=float, default=0.95)
+    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--val", help="held-out token dataset for validation bits per code")
+    p.add_argument("--val-items", type=int, default=256, help="sequences of --val per validation")
+    p.add_argument("--val-every", type=int, default=500)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--ckpt-every", type=int, default=500)
+    p.add_argument("--max-minutes", type=float, default=0, help="stop (with a checkpoint) after this long")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: leave)")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+# ------------------------------------------------------------------ data
+def _seed(*xs: int) -> int:
+    return int(np.random.SeedSequence([int(x) for x in xs]).generate_state(1)[0])
+
+
+@lru_cache(maxsize=4)
+def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def step_items(step: int, rank: int, world: int, batch: int, n: int, seed: int) -> list[int]:
+    """Dataset items of ``step`` on ``rank``: the global stream is one permutation of the ``n``
+    items per epoch (seeded by ``(seed, epoch)``), dealt out ``batch`` per rank and step."""
+    start = (step * world + rank) * batch
+    return [int(_epoch_order(seed, k // n, n)[k % n]) for k in range(start, start + batch)]
+
+
+def condition_keep(cfg: LMConfig, batch: int, seed: int, step: int, rank: int) -> dict[str, torch.Tensor]:
+    """Which conditions each sample keeps (False: dropped for classifier-free guidance)."""
+    g = torch.Generator().manual_seed(_seed(seed, step, rank, 7))
+    u = torch.rand(3, batch, generator=g)
+    return {"text": u[0] >= cfg.text_drop, "frames": u[1] >= cfg.frames_drop, "motion": u[2] >= cfg.motion_drop}
+
+
+class LMLoss(torch.nn.Module):
+    """The training forward (what DDP wraps): conditions, packing, transformer, cross-entropy."""
+
+    def __init__(self, model: TokenLM):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids, text, frames, motion, keep, capacity):
+        m = self.model
+        pre = m.prefix(text, frames, motion, keep)
+        x, pos, mask, targets, _ = packed_inputs(m, ids, pre, capacity)
+        logits = m(x, pos, mask)
+        sel = targets >= 0
+        t = targets[sel]
+        nll = F.cross_entropy(logits[sel].float(), t, reduction="none")
+        code = t < m.vocab.codebook_size
+        return nll.mean(), nll[code].detach().sum(), int(code.sum()), int(len(t))
+
+
+# ------------------------------------------------------------------ checkpoints
+def save_run(out: Path, step: int, model: TokenLM, opt, args) -> None:
+    tmp = out / f".ckpt-{step}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_lm(model, tmp / "model.safetensors", extra={"step": step})
+    t, meta = _optim_tensors(opt)
+    atomic_save_file(t, tmp / "optim.safetensors", {k: json.dumps(v) for k, v in meta.items()})
+    (tmp / "state.json").write_text(json.dumps({"step": step, "args": vars(args), "config": model.config.to_dict()},
+                                               indent=1))
+    final, old = out / "ckpt", out / ".ckpt-old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)        # the rename is the commit point
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def plot_log(log: Path, png: Path) -> None:
+    try:
+        import matplotlib
+    except ImportError:
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = [json.loads(l) for l in log.read_text().splitlines() if l.strip()] if log.exists() else []
+    tr = [r for r in rows if "loss" in r]
+    va = [r for r in rows if "val_bits_code" in r]
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    if tr:
+        ax[0].plot([r["step"] for r in tr], [r["loss"] for r in tr], label="train loss (nats)")
+        ax[1].plot([r["step"] for r in tr], [r["bits_code"] for r in tr], label="train", alpha=0.6)
+    if va:
+        ax[1].plot([r["step"] for r in va], [r["val_bits_code"] for r in va], "o-", label="held out")
+    for a, t in zip(ax, ("loss", "bits per code")):
+        a.set_title(t)
+        a.set_xlabel("step")
+        a.legend()
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=80)
+    plt.close(fig)
+
+
+def run_config(args, ds: LMDataset) -> tuple[LMConfig, TextEncoder]:
+    """The run's config and text encoder: the preset, ``--config``'s fields, then the dataset's token
+    layout and codec identity and the text encoder's spec and width."""
+    cfg = get_preset(args.preset).replace(name=args.preset, **json.loads(args.config or "{}"))
+    encoder = get_text_encoder(args.text_encoder or cfg.text_encoder, cfg.max_text_tokens)
+    t, m = ds.tokens.meta["tokens"], ds.tokens.model
+    cfg = cfg.replace(codebook_size=int(t["codebook_size"]), iframe_tokens=int(t["iframe_tokens"]),
+                      pframe_tokens=int(t["pframe_tokens"]), group=int(t["group"]), codec=m["name"],
+                      codec_hash=m["hash"], text_encoder=encoder.spec, text_dim=encoder.dim)
+    return cfg, encoder
+
+
+# ------------------------------------------------------------------ main loop
+def train(args) -> Path:
+    rank, world, dev = setup_dist()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ds = LMDataset(args.data, unit=args.unit)
+    if len(ds) == 0:
+        raise SystemExit(f"{args.data} holds no sequences")
+    ck = find_checkpoint(out)
+    if ck is not None:            # the run's own config, whatever the arguments say now
+        cfg = LMConfig.from_dict(json.loads((ck / "state.json").read_text())["config"])
+        encoder = get_text_encoder(args.text_encoder or cfg.text_encoder, cfg.max_text_tokens)
+    else:
+        cfg, encoder = run_config(args, ds)
+    encoder = CachedTextEncoder(encoder)
+    if ds.vocab != cfg.vocab:
+        raise SystemExit(f"the dataset's token layout {ds.vocab} is not the run's {cfg.vocab}")
+
+    torch.manual_seed(args.seed)
+    model = TokenLM(cfg).to(dev)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "emb" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "emb" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+                            lr=args.lr, betas=(0.9, args.beta2))
+    step = 0
+    if ck is not None:
+        load_weights(model, ck / "model.safetensors")
+        _load_optim(opt, ck / "optim.safetensors")
+        step = json.loads((ck / "state.json").read_text())["step"]
+    log = out / "log.jsonl"
+    if rank == 0:
+        truncate_log(log, step)
+        if step:
+            print(f"resuming {out} at step {step}", file=sys.stderr)
+        else:
+            print(f"{cfg.name}: {model.n_params() / 1e6:.2f}M parameters, {len(ds)} sequences, "
+                  f"text encoder {encoder.spec}", file=sys.stderr)
+    loss_fn = LMLoss(model)
+    ddp = torch.nn.parallel.DistributedDataParallel(loss_fn) if world > 1 else loss_fn
+    val = LMDataset(args.val, unit=args.unit) if (rank == 0 and args.val) else None
+
+    t_start, t_log = time.time(), time.time()
+    acc = {"loss": 0.0, "bits": 0.0, "codes": 0, "tokens": 0, "n": 0}
+    while step < args.steps:
+        model.train()
+        lr = learning_rate(args, step)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        items = [ds[i] for i in step_items(step, rank, world, args.batch, len(ds), args.seed)]
+        text = encoder.encode([it["caption"] for it in items])
+        frames = torch.tensor([float(it["frames"]) for it in items], device=dev)
+        motion = torch.tensor([it["motion"] for it in items], device=dev)
+        keep = {k: v.to(dev) for k, v in condition_keep(cfg, len(items), args.seed, step, rank).items()}
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
+            loss, code_nll, n_code, n_tok = ddp([it["ids"] for it in items], text, frames, motion, keep,
+                                                args.pack_len or None)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if args.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        opt.step()
+        step += 1
+        acc["loss"] += loss.item()
+        acc["bits"] += float(code_nll) / math.log(2)
+        acc["codes"] += n_code
+        acc["tokens"] += n_tok
+        acc["n"] += 1
+        if rank == 0 and (step % args.log_every == 0 or step == args.steps):
+            now = time.time()
+            row = {"step": step, "loss": acc["loss"] / acc["n"], "bits_code": acc["bits"] / max(acc["codes"], 1),
+                   "lr": lr, "tokens_per_s": acc["tokens"] * world / (now - t_log), "elapsed_s": now - t_start}
+            with log.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            acc = {k: 0 for k in acc}
+            t_log = now
+        if val is not None and (step % args.val_every == 0 or step == args.steps):
+            from .score import lm_bits
+            r = lm_bits(model, val, encoder, range(min(args.val_items, len(val))), batch=args.batch,
+                        capacity=args.pack_len or None)
+            with log.open("a") as f:
+                f.write(json.dumps({"step": step, "val_bits_code": r["bits_code"], "val_bits_all": r["bits_all"]}) + "\n")
+        out_of_time = args.max_minutes and (time.time() - t_start) > 60 * args.max_minutes
+        if world > 1:
+            flag = torch.tensor([float(bool(out_of_time))])
+            dist.broadcast(flag, 0)
+            out_of_time = bool(flag.item())
+        if step % args.ckpt_every == 0 or step == args.steps or out_of_time:
+            if rank == 0:
+                save_run(out, step, model, opt, args)
+            if world > 1:
+                dist.barrier()
+        if out_of_time:
+            break
+    check_replicas(model, out, rank, world)
+    if rank == 0:
+        save_lm(model, out / "final.safetensors", extra={"step": step, "data": str(args.data)})
+        plot_log(log, out / "train.png")
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return out
+
+
+def main(argv=None):
+    train(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""LM training (python -m generation.lm.train): exact resume after SIGKILL, 2-process DDP."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from generation.lm import load_lm
+from lm_data import tiny_dataset
+
+STEPS = 10
+ARGS = ["--preset", "lm-tiny", "--steps", str(STEPS), "--batch", "4", "--warmup", "2", "--ckpt-every", "3",
+        "--log-every", "1", "--threads", "1", "--pack-len", "64"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return tiny_dataset(tmp_path_factory)
+
+
+def _env():
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _cmd(data, out):
+    return [sys.executable, "-m", "generation.lm.train", "--data", str(data), "--out", str(out), *ARGS]
+
+
+def _log(out):
+    return [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines() if l.strip()]
+
+
+def test_help_documents_the_run():
+    r = subprocess.run([sys.executable, "-m", "generation.lm.train", "--help"], env=_env(), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and "--data" in r.stdout and "torchrun" in r.stdout and "SIGKILL" in r.stdout
+
+
+def test_resume_after_sigkill_is_exact(tmp_path, data):
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    r = subprocess.run(_cmd(data, ref), env=_env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+    proc = subprocess.Popen(_cmd(data, run), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:       # kill once a checkpoint exists and training went past it
+        state = run / "ckpt" / "state.json"
+        if state.exists() and (run / "log.jsonl").exists() and len(_log(run)) > json.loads(state.read_text())["step"]:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads((run / "ckpt" / "state.json").read_text())["step"]
+    assert 0 < killed_at < STEPS
+
+    r = subprocess.run(_cmd(data, run), env=_env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"resuming {run} at step {killed_at}" in r.stderr
+    assert [row["step"] for row in _log(run)] == list(range(1, STEPS + 1))      # each step logged once
+    assert [row["loss"] for row in _log(run)] == pytest.approx([row["loss"] for row in _log(ref)], rel=1e-6)
+    a, b = load_file(str(run / "ckpt" / "model.safetensors")), load_file(str(ref / "ckpt" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ck = load_lm(run / "final.safetensors")
+    assert ck.config.name == "lm-tiny" and ck.config.codebook_size == 64 and len(ck.content_hash) == 64
+    assert ck.config.codec == "tiny" and ck.extra["step"] == STEPS
+    assert _log(ref)[-1]["loss"] < _log(ref)[0]["loss"]
+
+
+def test_ddp_two_processes_keep_identical_replicas(tmp_path, data):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29531",
+           "-m", "generation.lm.train", "--data", str(data), "--out", str(out), "--preset", "lm-tiny",
+           "--steps", "4", "--batch", "2", "--warmup", "1", "--ckpt-every", "2", "--threads", "1"]
+    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads((out / "replicas.json").read_text())
+    assert rep["world"] == 2 and rep["hashes"][0] == rep["hashes"][1]
+    assert json.loads((out / "ckpt" / "state.json").read_text())["step"] == 4
