@@ -11,6 +11,7 @@ EXAMPLES = """
 \b
 Examples:
   semcodec dataset synth -n 1000 -o clips/                 # moving shapes + clips/captions.jsonl
+  semcodec dataset synth -n 200 -o test/ --split test      # the world's test split (held-out pairs, paraphrases)
   semcodec dataset build clips/ -o ds/ --captions clips/captions.jsonl --workers 2
   torchrun --nproc-per-node 4 -m semcodec.data.build videos/ -o ds/   # one shard of the files per rank
   python -c "from semcodec.data import TokenDataset; print(TokenDataset('ds/'))"
@@ -69,10 +70,16 @@ def _size(text: str) -> tuple[int, int]:
 @click.option("--seed", type=int, default=0, show_default=True, help="clip i is scene seed + i")
 @click.option("--max-shapes", type=int, default=3, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True)
-def synth_cmd(count, out, frames, fps, size, seed, max_shapes, workers):
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default=None,
+              help="the world's split: clip i is the i-th scene seed >= --seed in it, with a paraphrased "
+                   "caption; held-out colour x shape pairs never appear in train [default: no split, "
+                   "clip i is seed + i with its canonical caption]")
+def synth_cmd(count, out, frames, fps, size, seed, max_shapes, workers, split):
     """Write procedural clips (moving shapes over backgrounds) with exact captions in captions.jsonl.
 
-    Re-running keeps the clips already written. The captions file feeds `dataset build --captions`.
+    Re-running keeps the clips already written. The captions file feeds `dataset build --captions`
+    and `python -m generation.evaluate`. With --split, each line also has split, template and
+    held_out, and the scene spec (JSON) as always.
     """
     from pathlib import Path
     from .dataset import DatasetError
@@ -83,7 +90,7 @@ def synth_cmd(count, out, frames, fps, size, seed, max_shapes, workers):
     if Path(out).exists() and not Path(out).is_dir():
         raise DatasetError(f"output is a file, not a folder: {out}")
     cap = write_clips(count, out, frames=frames, size=hw, fps=fps, seed=seed, max_shapes=max_shapes,
-                      workers=workers)
+                      workers=workers, split=split)
     click.echo(str(cap))
 
 

@@ -15,7 +15,8 @@ moves left while a large blue star spins clockwise") can be tested:
 - 1 to ``max_shapes`` shapes, drawn in caption order (later shapes cover earlier ones).
 
 :func:`write_clips` writes N clips as H.264 files plus ``captions.jsonl`` (what
-``semcodec dataset synth`` does).
+``semcodec dataset synth`` does). :mod:`semcodec.data.world` adds train / val / test splits,
+held-out combinations and paraphrased captions on top (``semcodec dataset synth --split``).
 """
 from __future__ import annotations
 
@@ -39,7 +40,10 @@ DIRECTIONS = {"right": (1, 0), "left": (-1, 0), "down": (0, 1), "up": (0, -1),
               "up and to the right": (0.707, -0.707), "down and to the left": (-0.707, 0.707)}
 ROTATIONS = {"clockwise": 1.0, "counterclockwise": -1.0}     # image y points down: +angle is clockwise
 SPEEDS = {"slowly": 0.1, "steadily": 0.25, "quickly": 0.5}    # fraction of the short side per second
-TURN_RATE = {"slowly": 0.25, "steadily": 0.5, "quickly": 1.0}  # turns per second (circles, spins)
+TURN_RATE = {"slowly": 0.25, "steadily": 0.5, "quickly": 1.0}  # turns per second (circles, bounces)
+# turns per second (spins): at most 16 degrees a frame at 8 fps, so that the turn of a 4- or 5-fold
+# symmetric shape (square, cross, star) is not aliased and its sense can be seen
+SPIN_RATE = {"slowly": 0.1, "steadily": 0.2, "quickly": 0.35}
 GROW_RATE = 0.35                                               # log-size change per second (grows, shrinks)
 # motion -> which attributes it takes: "direction" (DIRECTIONS), "rotation" (ROTATIONS), "speed"
 MOTIONS = {"moves": ("direction", "speed"), "zigzags": ("direction", "speed"), "circles": ("rotation", "speed"),
@@ -197,39 +201,47 @@ def _shape_mask(kind: str, xx, yy, cx, cy, r, angle: float = 0.0) -> np.ndarray:
     raise ValueError(kind)
 
 
+def kinematics(motion: str, direction: str, speed: str, x0: float, y0: float, r: float, phase: float, t,
+               h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Where a shape is at times ``t`` (seconds, any array shape): centre x, y and radius in pixels,
+    rotation angle in radians (image axes, y down: a growing angle turns clockwise on screen).
+
+    ``x0, y0`` is the start centre and ``r`` the start radius, in pixels, of a ``h x w`` frame;
+    ``phase`` the start angle in turns (circles, spins, bounces). Moving shapes bounce off the
+    frame edges. The renderer and the evaluator (``generation.evaluate``, which fits these
+    trajectories to tracked shapes) share this one definition of the motions.
+    """
+    t = np.asarray(t, dtype=np.float64)
+    s = min(h, w)
+    x, y = np.full_like(t, x0), np.full_like(t, y0)
+    rr, angle = np.full_like(t, r), np.zeros_like(t)
+    if motion in ("moves", "zigzags"):
+        dx, dy = DIRECTIONS[direction]
+        dist = SPEEDS[speed] * s * t
+        x, y = x0 + dx * dist, y0 + dy * dist
+        if motion == "zigzags":   # triangle wave across the direction of travel, 2 swings per second
+            amp = 0.12 * s
+            tri = 2 * np.abs(((t * 2.0) % 1.0) - 0.5) * 2 - 1
+            x, y = x - dy * amp * tri, y + dx * amp * tri
+    elif motion == "circles":
+        rad = 0.18 * s
+        a = 2 * np.pi * (phase + ROTATIONS[direction] * TURN_RATE[speed] * t)
+        cx, cy = min(max(x0, r + rad), w - r - rad), min(max(y0, r + rad), h - r - rad)
+        x, y = cx + rad * np.cos(a), cy + rad * np.sin(a)
+    elif motion == "spins":
+        angle = 2 * np.pi * (phase + ROTATIONS[direction] * SPIN_RATE[speed] * t)
+    elif motion == "bounces":   # a ball dropping on the floor: |sin| in time
+        y = (h - r) - 0.35 * h * np.abs(np.sin(np.pi * TURN_RATE[speed] * 2 * t + np.pi * phase))
+    elif motion in ("grows", "shrinks"):
+        rr = r * np.clip(np.exp((GROW_RATE if motion == "grows" else -GROW_RATE) * t), 0.3, 2.5)
+    return _bounce(x, rr, w - rr), _bounce(y, rr, h - rr), rr, angle
+
+
 def _place(sh: Shape, t: float, h: int, w: int) -> tuple[float, float, float, float]:
     """Centre x, y, radius and rotation angle of shape ``sh`` at time ``t`` seconds."""
-    s = min(h, w)
-    r = SIZES[sh.size] * s / 2
-    x0, y0, angle = sh.x0 * w, sh.y0 * h, 0.0
-    m = sh.motion
-    if m in ("moves", "zigzags"):
-        dx, dy = DIRECTIONS[sh.direction]
-        dist = SPEEDS[sh.speed] * s * t
-        x, y = x0 + dx * dist, y0 + dy * dist
-        if m == "zigzags":   # triangle wave across the direction of travel, 2 swings per second
-            amp = 0.12 * s
-            tri = 2 * abs(((t * 2.0) % 1.0) - 0.5) * 2 - 1
-            x, y = x - dy * amp * tri, y + dx * amp * tri
-    elif m == "circles":
-        rad = 0.18 * s
-        a = 2 * math.pi * (sh.phase + ROTATIONS[sh.direction] * TURN_RATE[sh.speed] * t)
-        cx, cy = min(max(x0, r + rad), w - r - rad), min(max(y0, r + rad), h - r - rad)
-        x, y = cx + rad * math.cos(a), cy + rad * math.sin(a)
-    elif m == "spins":
-        x, y = x0, y0
-        angle = 2 * math.pi * (sh.phase + ROTATIONS[sh.direction] * TURN_RATE[sh.speed] * t)
-    elif m == "bounces":   # a ball dropping on the floor: |sin| in time
-        x = x0
-        height = 0.35 * h
-        y = (h - r) - height * abs(math.sin(math.pi * TURN_RATE[sh.speed] * 2 * t + math.pi * sh.phase))
-    elif m in ("grows", "shrinks"):
-        x, y = x0, y0
-        k = math.exp((GROW_RATE if m == "grows" else -GROW_RATE) * t)
-        r = r * min(2.5, max(0.3, k))
-    else:   # stays still
-        x, y = x0, y0
-    return _bounce(x, r, w - r), _bounce(y, r, h - r), r, angle
+    r = SIZES[sh.size] * min(h, w) / 2
+    x, y, rr, angle = kinematics(sh.motion, sh.direction, sh.speed, sh.x0 * w, sh.y0 * h, r, sh.phase, t, h, w)
+    return float(x), float(y), float(rr), float(angle)
 
 
 def render(scene: Scene, frames: int, size: tuple[int, int], fps: float) -> np.ndarray:
@@ -259,12 +271,13 @@ def render(scene: Scene, frames: int, size: tuple[int, int], fps: float) -> np.n
     return out
 
 
-def _bounce(v: float, lo: float, hi: float) -> float:
-    if hi <= lo:
-        return (lo + hi) / 2
+def _bounce(v, lo, hi):
+    """Reflect ``v`` into ``[lo, hi]`` (arrays broadcast): a point bouncing between two walls."""
+    v, lo, hi = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (v, lo, hi)))
     span = hi - lo
-    m = (v - lo) % (2 * span)
-    return lo + (m if m <= span else 2 * span - m)
+    safe = np.where(span > 0, span, 1.0)
+    m = np.mod(v - lo, 2 * safe)
+    return np.where(span > 0, lo + np.where(m <= safe, m, 2 * safe - m), (lo + hi) / 2)
 
 
 # ---------------------------------------------------------------------------------------- files
@@ -297,8 +310,13 @@ def _write_one(args) -> str:
 
 
 def write_clips(n: int, out_dir, frames: int = 32, size: tuple[int, int] = (128, 192), fps: float = 8.0,
-                seed: int = 0, max_shapes: int = 3, workers: int = 1, progress=None) -> Path:
+                seed: int = 0, max_shapes: int = 3, workers: int = 1, progress=None, split: str | None = None) -> Path:
     """Write ``n`` clips ``clip_000000.mp4`` ... and ``captions.jsonl`` into ``out_dir``.
+
+    ``split`` None: clip ``i`` is :func:`random_scene` ``(seed + i)`` with its canonical caption.
+    ``split`` ``train`` / ``val`` / ``test``: clip ``i`` is the world scene of the ``i``-th seed
+    ``>= seed`` in that split, with a paraphrased caption (:mod:`semcodec.data.world`; its lines
+    also carry ``split``, ``template`` and ``held_out``).
 
     Idempotent: clips already present are kept (every file is written atomically), and
     ``captions.jsonl`` (one line per clip, in order: path, caption, seed, frames, fps, height,
@@ -307,7 +325,11 @@ def write_clips(n: int, out_dir, frames: int = 32, size: tuple[int, int] = (128,
     from ..atomic import atomic_path
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    recs = [clip_record(i, seed, frames, size, fps, max_shapes) for i in range(n)]
+    if split is None:
+        recs = [clip_record(i, seed, frames, size, fps, max_shapes) for i in range(n)]
+    else:
+        from .world import split_seeds, world_record
+        recs = [world_record(i, s, frames, size, fps, max_shapes) for i, s in enumerate(split_seeds(split, n, seed))]
     cap = out / CAPTIONS_FILE
     with atomic_path(cap) as tmp:
         with open(tmp, "w") as f:
