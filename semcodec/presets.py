@@ -130,8 +130,9 @@ register_preset(CodecConfig(
 ))
 
 # The shipped default: 128 px short side, conv stem/head to a 8 x (W/16) grid, 4 semantic fps,
-# groups of 8 frames overlapping by 2 -> one group per 1.5 s, (224 + 7 x 128) / 1.5 = 747 tokens/s.
-register_preset(CodecConfig(name="s128"))
+# groups of 8 frames overlapping by 2 -> one group per 1.5 s, (224 + 7 x 128) / 1.5 = 747 tokens/s;
+# 1 + 1 attention blocks over 2 residual blocks per stem stage and 3 per head stage.
+register_preset(CodecConfig(name="s128", stem_blocks=2, head_blocks=3))
 
 # The baseline the query tokenizer must beat (issue 10): a per-frame conv VQ at the same tokens/s.
 # The same stem, head and token lattice as s128 but no transformer: each token codes only the
