@@ -171,9 +171,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     from semcodec.codec import Codec
     tmp = tempfile.mkdtemp(prefix="fuzz-streams-")
-    model = a.model or _tiny_model(tmp)
+    model = a.model or tiny_model(tmp)
     codec = Codec.load(model, "cpu")
-    base = _base_stream(codec, tmp)
+    base = base_stream(codec, tmp)
     header, chunks = split(base)
 
     def fit(height, width):
@@ -220,7 +220,7 @@ def main(argv=None) -> int:
     return 1 if findings else 0
 
 
-def _tiny_model(folder: str) -> str:
+def tiny_model(folder: str) -> str:
     import numpy as np
     import torch
     from semcodec import VideoTokenizer, get_preset, save_checkpoint
@@ -231,8 +231,8 @@ def _tiny_model(folder: str) -> str:
     return path
 
 
-def _base_stream(codec, folder: str) -> bytes:
-    """A real 2-group stream of a synthetic 0.8 s clip."""
+def base_stream(codec, folder: str) -> bytes:
+    """A real 2-group stream (``base.bin``) of a synthetic 0.8 s clip (``clip.mp4``, 96x64)."""
     from semcodec.data import synth
     from semcodec.video import VideoWriter
     clip, tok = f"{folder}/clip.mp4", f"{folder}/base.bin"
