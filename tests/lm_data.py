@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 _BUILT: dict[tuple, Path] = {}
@@ -38,3 +39,12 @@ def tiny_dataset(tmp_path_factory, n_clips: int = 8, frames: int = 12, seed: int
         assert rep.built == n_clips and not rep.failed
         _BUILT[key] = root / "ds"
     return _BUILT[key]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The LM tests run tiny models: one intra-op thread (two only spin-wait on a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from generation.lm.layout import (LayoutError, LMCollator, LMDataset, LMVocab, group_ids, lm_ids, parse_lm_sequence,
                                   to_lm_sequence, valid_of)
-from lm_data import tiny_dataset
+from lm_data import one_torch_thread, tiny_dataset  # noqa: F401 (fixture)
 from semcodec.data import DatasetError, TokenDataset
 
 

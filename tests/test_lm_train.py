@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from generation.lm import load_lm
-from lm_data import tiny_dataset
+from lm_data import one_torch_thread, tiny_dataset  # noqa: F401 (fixture)
 
 STEPS = 10
 ARGS = ["--preset", "lm-tiny", "--steps", str(STEPS), "--batch", "4", "--warmup", "2", "--ckpt-every", "3",
