@@ -319,26 +319,25 @@ class TokenLM(nn.Module):
         that condition is dropped (classifier-free guidance training).
         """
         keep = keep or {}
-        B = len(text)
         dev = self.tok_emb.weight.device
-        bos = self.tok_emb.weight[self.vocab.BOS][None]
-        vals = {"frames": frames, "motion": motion}
-        micro = [self.micro[k](None if vals[k] is None else torch.as_tensor(vals[k], device=dev).float(),
-                               keep.get(k), B) for k in MICRO_KEYS]                 # each B x d
-        txt = self.text([t.to(dev) for t in text], keep.get("text"))
-        return [torch.cat([bos, *(m[i:i + 1] for m in micro), txt[i]]) for i in range(B)]
+        return self._assemble(self._micro(len(text), frames, motion, keep),
+                              self.text([t.to(dev) for t in text], keep.get("text")))
 
     def unconditional_prefix(self, text_lengths: list[int], frames=None, motion=None) -> list[torch.Tensor]:
         """:meth:`prefix` with the text replaced by the null vector over each prompt's length
         (the micro-conditions kept, as the release samples)."""
-        B = len(text_lengths)
+        return self._assemble(self._micro(len(text_lengths), frames, motion, {}),
+                              self.text.unconditional(text_lengths))
+
+    def _micro(self, B: int, frames, motion, keep: dict) -> list[torch.Tensor]:
         dev = self.tok_emb.weight.device
-        bos = self.tok_emb.weight[self.vocab.BOS][None]
         vals = {"frames": frames, "motion": motion}
-        micro = [self.micro[k](None if vals[k] is None else torch.as_tensor(vals[k], device=dev).float(), None, B)
-                 for k in MICRO_KEYS]
-        txt = self.text.unconditional(text_lengths)
-        return [torch.cat([bos, *(m[i:i + 1] for m in micro), txt[i]]) for i in range(B)]
+        return [self.micro[k](None if vals[k] is None else torch.as_tensor(vals[k], device=dev).float(),
+                              keep.get(k), B) for k in MICRO_KEYS]                      # each B x d
+
+    def _assemble(self, micro: list[torch.Tensor], text: list[torch.Tensor]) -> list[torch.Tensor]:
+        bos = self.tok_emb.weight[self.vocab.BOS][None]
+        return [torch.cat([bos, *(m[i:i + 1] for m in micro), t]) for i, t in enumerate(text)]
 
     # -- the transformer
     def forward(self, x: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor | None = None,

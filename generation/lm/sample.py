@@ -26,6 +26,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -48,15 +49,21 @@ class Samples:
     groups: list[list[np.ndarray]]    # per row, the generated groups' codes
 
 
+@lru_cache(maxsize=2)
+def _default_encoder(spec: str, max_tokens: int):
+    from .text import get_text_encoder
+    return get_text_encoder(spec, max_tokens)
+
+
 def _encode(model: TokenLM, prompts, text_states, text_encoder):
     cfg = model.config
     if text_states is None:
+        from .text import compatible
         if text_encoder is None:
-            from .text import get_text_encoder
-            text_encoder = get_text_encoder(cfg.text_encoder, cfg.max_text_tokens)
-        if text_encoder.dim != cfg.text_dim:
-            raise ValueError(f"text encoder {text_encoder.spec} gives {text_encoder.dim}-wide states, the model "
-                             f"reads {cfg.text_dim} ({cfg.text_encoder})")
+            text_encoder = _default_encoder(cfg.text_encoder, cfg.max_text_tokens)
+        if not compatible(text_encoder.spec, cfg.text_encoder) or text_encoder.dim != cfg.text_dim:
+            raise ValueError(f"text encoder {text_encoder.spec} ({text_encoder.dim}-wide states) is not the one the "
+                             f"model was trained with: {cfg.text_encoder} ({cfg.text_dim})")
         text_states = text_encoder.encode(list(prompts))
     return [t[:cfg.max_text_tokens].float() for t in text_states]
 
