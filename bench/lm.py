@@ -6,7 +6,8 @@
 1. Speed: ``--batch`` prompts, one group of ``--frames`` frames each, classifier-free guidance at
    ``--cfg`` (cond and uncond rows in one batch: 2 x batch rows), temperature 1, on ``--device``
    (cpu, or cuda when there is one). Codes drawn per second over all prompts, wall time of the
-   whole ``sample`` call (prefill included), median of ``--repeats``; once with the KV cache and
+   whole ``sample`` call (prefill included), median of ``--repeats``, and per CPU second of the
+   process (the figure to compare on a shared machine, with ``--threads 1``); once with the KV cache and
    once recomputing the whole sequence at every step. The same seeds give the same tokens both
    ways (checked). The text encoder is the hashing one (its cost is not the LM's).
 2. Bits per code (``--train`` and ``--test`` token datasets): the unigram and previous-slot count
@@ -41,18 +42,20 @@ def speed(model, frames: int, batch: int, cfg: float, repeats: int, device: str)
     n_codes = batch * model.vocab.group_tokens(frames)
     res, ids = {}, {}
     for cache in (True, False):
-        times = []
+        times, cpu = [], []
         for r in range(repeats):
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             out = sample(model, text_states=states, valids=[frames], cfg_scale=cfg, seed=r, use_cache=cache)
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
             ids.setdefault(r, []).append(out.ids)
         res["kv_cache" if cache else "no_cache"] = {"codes_per_s": n_codes / statistics.median(times),
-                                                     "seconds": times}
+                                                     "codes_per_cpu_s": n_codes / statistics.median(cpu),
+                                                     "seconds": times, "cpu_seconds": cpu}
     same = all(torch.equal(a, b) for a, b in ids.values())
     return {"frames": frames, "batch": batch, "rows": batch * (2 if cfg != 1 else 1), "cfg": cfg,
             "codes": n_codes, "sequence": model.vocab.sequence_length([frames]), "same_tokens": same,
@@ -100,8 +103,9 @@ def main(argv=None):
         rep["bits_per_code"] = bits(a.train, a.test, model.cpu() if a.model else None, a.items)
     s = rep["speed"]
     print(f"{rep['model']}, {rep['params'] / 1e6:.2f}M params, {s['rows']} rows (cfg {s['cfg']}), "
-          f"{s['codes']} codes, sequence {s['sequence']}: KV cache {s['kv_cache']['codes_per_s']:.1f} codes/s, "
-          f"no cache {s['no_cache']['codes_per_s']:.1f} codes/s (x{s['speedup']:.1f}; same tokens: {s['same_tokens']})")
+          f"{s['codes']} codes, sequence {s['sequence']}: KV cache {s['kv_cache']['codes_per_s']:.1f} codes/s "
+          f"({s['kv_cache']['codes_per_cpu_s']:.1f} per CPU s), no cache {s['no_cache']['codes_per_s']:.1f} codes/s "
+          f"({s['no_cache']['codes_per_cpu_s']:.1f} per CPU s; x{s['speedup']:.1f}; same tokens: {s['same_tokens']})")
     if "bits_per_code" in rep:
         b = rep["bits_per_code"]
         line = f"bits/code on the test set: unigram {b['baselines']['unigram']:.3f}, prev-slot {b['baselines']['prev_slot']:.3f}"

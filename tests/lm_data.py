@@ -10,20 +10,6 @@ import torch
 _BUILT: dict[tuple, Path] = {}
 
 
-def tiny_codec(path, seed: int = 0) -> str:
-    import semcodec
-    from semcodec.checkpoint import save_checkpoint
-    cfg = semcodec.get_preset("tiny")
-    torch.manual_seed(seed)
-    m = semcodec.VideoTokenizer(cfg)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.3)
-    save_checkpoint(m, cfg, path)
-    return str(path)
-
-
 def tiny_dataset(tmp_path_factory, n_clips: int = 8, frames: int = 12, seed: int = 0) -> Path:
     """``n_clips`` clips of ``frames`` frames at 8 fps, 32x48 (12 frames: 9 semantic frames, groups of
     4 + 4 + 3 frames with the tiny codec), captioned; cached for the session."""
@@ -31,6 +17,7 @@ def tiny_dataset(tmp_path_factory, n_clips: int = 8, frames: int = 12, seed: int
     if key not in _BUILT:
         from semcodec.data import synth
         from semcodec.data.build import build
+        from test_dataset import tiny_checkpoint as tiny_codec       # jittered tiny preset
         root = tmp_path_factory.mktemp(f"lmds{n_clips}-{frames}-{seed}")
         model = tiny_codec(root / "tiny.safetensors", seed)
         synth.write_clips(n_clips, root / "clips", frames=frames, size=(32, 48), fps=8, seed=seed)

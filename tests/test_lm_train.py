@@ -73,13 +73,36 @@ def test_resume_after_sigkill_is_exact(tmp_path, data):
     assert _log(ref)[-1]["loss"] < _log(ref)[0]["loss"]
 
 
-def test_ddp_two_processes_keep_identical_replicas(tmp_path, data):
-    out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29531",
+def _torchrun(data, out, port, *extra, steps=4):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
            "-m", "generation.lm.train", "--data", str(data), "--out", str(out), "--preset", "lm-tiny",
-           "--steps", "4", "--batch", "2", "--warmup", "1", "--ckpt-every", "2", "--threads", "1"]
+           "--steps", str(steps), "--batch", "2", "--warmup", "1", "--ckpt-every", "2", "--log-every", "1",
+           "--threads", "1", *extra]
     r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    rep = json.loads((out / "replicas.json").read_text())
+    return r
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory, data):
+    out = tmp_path_factory.mktemp("ddp") / "ddp"
+    _torchrun(data, out, 29531)
+    return out
+
+
+def test_ddp_two_processes_keep_identical_replicas(ddp_run):
+    rep = json.loads((ddp_run / "replicas.json").read_text())
     assert rep["world"] == 2 and rep["hashes"][0] == rep["hashes"][1]
-    assert json.loads((out / "ckpt" / "state.json").read_text())["step"] == 4
+    assert json.loads((ddp_run / "ckpt" / "state.json").read_text())["step"] == 4
+
+
+def test_fsdp_matches_ddp_and_resumes(tmp_path, data, ddp_run):
+    """--fsdp (sharded parameters, gradients and optimizer state) trains the same model as DDP, and
+    resumes from its gathered checkpoint."""
+    out = tmp_path / "fsdp"
+    _torchrun(data, out, 29533, "--fsdp", steps=2)
+    r = _torchrun(data, out, 29535, "--fsdp", steps=4)
+    assert f"resuming {out} at step 2" in r.stderr
+    assert [row["loss"] for row in _log(out)] == pytest.approx([row["loss"] for row in _log(ddp_run)], rel=1e-4)
+    a, b = load_file(str(out / "final.safetensors")), load_file(str(ddp_run / "final.safetensors"))
+    assert sorted(a) == sorted(b) and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)

@@ -39,9 +39,14 @@ def lm_state(model: TokenLM, dtype: torch.dtype | None = None) -> dict[str, torc
 
 
 def save_lm(model: TokenLM, path, extra: dict | None = None, dtype: torch.dtype | None = None,
-            config: LMConfig | None = None) -> str:
-    """Write ``model`` (config: its own, or ``config``) atomically; return the content hash."""
-    state = lm_state(model, dtype)
+            config: LMConfig | None = None, state: dict | None = None) -> str:
+    """Write ``model`` (config: its own, or ``config``; tensors: its own, or ``state``, e.g. gathered
+    from shards) atomically; return the content hash."""
+    if state is not None:
+        state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
+                 for k, v in state.items()}
+    else:
+        state = lm_state(model, dtype)
     cfg_json = (config or model.config).to_json()
     digest = content_hash(state, cfg_json)
     atomic_save_file(state, path, {"format": FORMAT, "config": cfg_json, "content_hash": digest,

@@ -41,10 +41,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from semcodec.checkpoint import atomic_save_file
-from semcodec.train import (_load_optim, _optim_tensors, check_replicas, find_checkpoint, learning_rate, setup_dist,
-                            truncate_log)
+from semcodec.train import check_replicas, find_checkpoint, learning_rate, setup_dist, truncate_log
 
-from .checkpoint import load_weights, save_lm
+from .checkpoint import lm_state, load_weights, save_lm
 from .layout import LMDataset
 from .model import PRESETS, LMConfig, TokenLM, get_preset, packed_inputs
 from .text import CachedTextEncoder, TextEncoder, get_text_encoder
@@ -74,6 +73,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--beta2", type=float, default=0.95)
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--fsdp", action="store_true",
+                   help="under torchrun: shard parameters, gradients and optimizer state (FSDP2, one unit per block "
+                        "plus the rest) instead of replicating them (DDP); for large presets such as landiff")
     p.add_argument("--val", help="held-out token dataset for validation bits per code")
     p.add_argument("--val-items", type=int, default=256, help="sequences of --val per validation")
     p.add_argument("--val-every", type=int, default=500)
@@ -129,13 +131,45 @@ class LMLoss(torch.nn.Module):
 
 
 # ------------------------------------------------------------------ checkpoints
-def save_run(out: Path, step: int, model: TokenLM, opt, args) -> None:
+_SD = dict(full_state_dict=True, cpu_offload=True)
+
+
+def gather_state(model: TokenLM, opt, fsdp: bool) -> tuple[dict, dict, dict]:
+    """Whole-model tensors, and the optimizer's state keyed by parameter name
+    (``"NAME|exp_avg"``, ...) with its param groups: complete on rank 0 (a collective under FSDP,
+    which every rank calls)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, \
+        get_optimizer_state_dict
+    opts = StateDictOptions(**_SD)
+    state = get_model_state_dict(model, options=opts) if fsdp else lm_state(model)
+    o = get_optimizer_state_dict(model, opt, options=opts)
+    tensors = {f"{name}|{k}": (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
+               for name, st in o.get("state", {}).items() for k, v in st.items()}
+    return state, tensors, {"param_groups": json.dumps(o.get("param_groups", []))}
+
+
+def load_optimizer(model: TokenLM, opt, path: Path) -> None:
+    """Load what :func:`gather_state` saved (whole on every rank; sharded anew under FSDP)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+    state: dict[str, dict] = {}
+    for key, v in load_file(str(path)).items():
+        name, k = key.rsplit("|", 1)
+        state.setdefault(name, {})[k] = v
+    with safe_open(str(path), "pt") as f:
+        groups = json.loads(f.metadata()["param_groups"])
+    set_optimizer_state_dict(model, opt, {"state": state, "param_groups": groups},
+                             options=StateDictOptions(full_state_dict=True, strict=False))
+
+
+def save_run(out: Path, step: int, model: TokenLM, gathered: tuple, args) -> None:
+    state, optim, meta = gathered
     tmp = out / f".ckpt-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_lm(model, tmp / "model.safetensors", extra={"step": step})
-    t, meta = _optim_tensors(opt)
-    atomic_save_file(t, tmp / "optim.safetensors", {k: json.dumps(v) for k, v in meta.items()})
+    save_lm(model, tmp / "model.safetensors", extra={"step": step}, state=state)
+    atomic_save_file(optim, tmp / "optim.safetensors", meta)
     (tmp / "state.json").write_text(json.dumps({"step": step, "args": vars(args), "config": model.config.to_dict()},
                                                indent=1))
     final, old = out / "ckpt", out / ".ckpt-old"
@@ -204,17 +238,29 @@ def train(args) -> Path:
     if ds.vocab != cfg.vocab:
         raise SystemExit(f"the dataset's token layout {ds.vocab} is not the run's {cfg.vocab}")
 
+    if args.fsdp and (world == 1 or args.val):
+        raise SystemExit("--fsdp runs under torchrun with 2 or more processes, without --val")
     torch.manual_seed(args.seed)
     model = TokenLM(cfg).to(dev)
+    step = 0
+    if ck is not None:
+        load_weights(model, ck / "model.safetensors")
+        step = json.loads((ck / "state.json").read_text())["step"]
+    loss_fn = LMLoss(model)
+    if args.fsdp:
+        from torch.distributed.fsdp import fully_shard
+        for layer in model.layers:
+            fully_shard(layer)
+        fully_shard(loss_fn)         # the root: embeddings, conditions, final norm and head
+        ddp = loss_fn
+    else:
+        ddp = torch.nn.parallel.DistributedDataParallel(loss_fn) if world > 1 else loss_fn
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "emb" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "emb" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay}, {"params": rest, "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, args.beta2))
-    step = 0
     if ck is not None:
-        load_weights(model, ck / "model.safetensors")
-        _load_optim(opt, ck / "optim.safetensors")
-        step = json.loads((ck / "state.json").read_text())["step"]
+        load_optimizer(model, opt, ck / "optim.safetensors")
     log = out / "log.jsonl"
     if rank == 0:
         truncate_log(log, step)
@@ -223,8 +269,6 @@ def train(args) -> Path:
         else:
             print(f"{cfg.name}: {model.n_params() / 1e6:.2f}M parameters, {len(ds)} sequences, "
                   f"text encoder {encoder.spec}", file=sys.stderr)
-    loss_fn = LMLoss(model)
-    ddp = torch.nn.parallel.DistributedDataParallel(loss_fn) if world > 1 else loss_fn
     val = LMDataset(args.val, unit=args.unit) if (rank == 0 and args.val) else None
 
     t_start, t_log = time.time(), time.time()
@@ -273,15 +317,21 @@ def train(args) -> Path:
             dist.broadcast(flag, 0)
             out_of_time = bool(flag.item())
         if step % args.ckpt_every == 0 or step == args.steps or out_of_time:
+            gathered = gather_state(model, opt, args.fsdp)
             if rank == 0:
-                save_run(out, step, model, opt, args)
+                save_run(out, step, model, gathered, args)
             if world > 1:
                 dist.barrier()
         if out_of_time:
             break
-    check_replicas(model, out, rank, world)
+    if args.fsdp:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+        state = get_model_state_dict(model, options=StateDictOptions(**_SD))
+    else:
+        check_replicas(model, out, rank, world)
+        state = None
     if rank == 0:
-        save_lm(model, out / "final.safetensors", extra={"step": step, "data": str(args.data)})
+        save_lm(model, out / "final.safetensors", extra={"step": step, "data": str(args.data)}, state=state)
         plot_log(log, out / "train.png")
     if world > 1:
         dist.barrier()
