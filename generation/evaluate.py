@@ -73,6 +73,7 @@ MIN_PEAK_AREA = 0.0025  # fraction of s^2: an object is at least this big in som
 MIN_PRESENCE = 0.4      # an object is seen in at least this fraction of frames
 THIN = 0.2              # a component keeping less than this after a 1-px erosion is an edge halo
 TOUCH = 2               # pixels: an object this close to another is partly hidden (not measured)
+TINY_AREA_PX = 60       # an object last seen smaller may fade out without counting as gone
 MIN_CLASSIFY_R = 5.0    # pixels: smaller objects are not classified (a shrunk shape at the end)
 import os
 CLASSIFY_SIGMA = float(os.environ.get("CLASSIFY_SIGMA", "0.8"))
@@ -339,8 +340,10 @@ def _measure(k, comps, labels, rgb, lab, alpha, bg_mask, bg, T, H, W) -> ObjectT
         tr.present[t] = True
         tr.area[t] = len(xs)
         tr.cy[t], tr.cx[t] = ys.mean() + sl2[0].start, xs.mean() + sl2[1].start
-        tr.lab[t] = lab[t][sl][core if core.any() else m].mean(0)
         soft = np.clip(beta, 0, 1) * ndimage.binary_dilation(mask, np.ones((3, 3), bool))
+        # its colour: the mean of the pixels that are mostly object (edges mix)
+        pure = mask & (beta >= 0.8)
+        tr.lab[t] = lab[t][sl2][pure if pure.sum() >= 4 else mask].mean(0)
         tr.masks[t] = (sl2[0].start, sl2[1].start, mask, soft)
     return tr
 
@@ -419,9 +422,13 @@ def _classify(tr: ObjectTrack, comps, k: int, times, H: int, W: int) -> None:
     from scipy import ndimage
     tpl = _templates()
     votes, ious = {}, {}
-    for t, (y0, x0, mask, soft) in tr.masks.items():
-        if not tr.valid[t] or math.sqrt(tr.area[t] / 2.5) < MIN_CLASSIFY_R:
-            continue
+    def big(t):   # half the larger side of the mask's box: the radius, for most shapes
+        m = tr.masks[t][2]
+        return max(np.any(m, 0).sum(), np.any(m, 1).sum()) / 2 >= MIN_CLASSIFY_R
+
+    frames = [t for t in tr.masks if tr.valid[t] and big(t)] or [t for t in tr.masks if tr.valid[t]] or list(tr.masks)
+    for t in frames:
+        y0, x0, mask, soft = tr.masks[t]
         cx, cy, ang = tr.cx[t] - x0, tr.cy[t] - y0, float(tr.angle[t])
         ca, sa = math.cos(ang), math.sin(ang)
         pad = int(math.ceil(math.sqrt(tr.area[t] / 1.4))) + 3
@@ -537,9 +544,12 @@ def _consistency(tr: ObjectTrack) -> None:
     counts against it."""
     ok = judged = 0
     ref = np.nanmedian(tr.lab, axis=0) if tr.present.any() else None
+    seen = np.nonzero(tr.present)[0]
     for t in range(len(tr.present)):
         if not tr.present[t]:
-            judged += 1
+            # gone: against it, unless it was last (or first) seen tiny (a shrunk shape fades out)
+            near = seen[np.argmin(np.abs(seen - t))] if len(seen) else None
+            judged += near is None or tr.area[near] >= TINY_AREA_PX
             continue
         if not tr.valid[t] or tr.frame_shape[t] is None:
             continue
@@ -607,7 +617,8 @@ def _pattern_of(a: np.ndarray, m: np.ndarray, s: int) -> str:
 
 
 # ------------------------------------------------------------------------------------- flicker
-FLICKER_STEP = 6.0      # CIELAB change counted as a step
+FLICKER_STEP = 6.0      # CIELAB change counted as a step (twice that for an object's mean colour:
+                        # 4:2:0 chroma blocks move a small shape's mean by up to ~9 as it moves)
 FLICKER_FULL = 0.1      # reversal rate at which the flicker score reaches 0
 
 
@@ -631,16 +642,17 @@ def _flicker(lab: np.ndarray, bg_mask: np.ndarray, tracks: list[ObjectTrack]) ->
         frac.append(float(_reversals(d1, d2).mean()))
     rates.append(np.mean(frac))
     for tr in tracks:
-        c = tr.lab[tr.present]
+        c = tr.lab[tr.present & (tr.area >= TINY_AREA_PX)]      # a tiny object's colour is its edge's
         if len(c) >= 3:
-            rates.append(float(_reversals(c[1:-1] - c[:-2], c[2:] - c[1:-1]).mean()))
+            rates.append(float(_reversals(c[1:-1] - c[:-2], c[2:] - c[1:-1], 2 * FLICKER_STEP).mean()))
     return float(max(0.0, 1.0 - np.mean(rates) / FLICKER_FULL))
 
 
-def _reversals(d1: np.ndarray, d2: np.ndarray) -> np.ndarray:
+def _reversals(d1: np.ndarray, d2: np.ndarray, step: float = FLICKER_STEP) -> np.ndarray:
+    """Where two consecutive colour changes (``N x 3``) both exceed ``step`` and go back."""
     n1, n2 = (d1 * d1).sum(-1), (d2 * d2).sum(-1)
     dot = (d1 * d2).sum(-1)
-    return (n1 > FLICKER_STEP ** 2) & (n2 > FLICKER_STEP ** 2) & (dot < -0.5 * np.sqrt(n1 * n2))
+    return (n1 > step ** 2) & (n2 > step ** 2) & (dot < -0.5 * np.sqrt(n1 * n2))
 
 
 # ------------------------------------------------------------------------------------- scoring
