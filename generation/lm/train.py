@@ -1,7 +1,9 @@
-"""Train the token LM on a token dataset (``semcodec dataset build``):
+r"""Train the token LM on a token dataset (``semcodec dataset build``):
 
     python -m generation.lm.train --data ds/ --out runs/lm --preset lm-world
     torchrun --nproc-per-node 2 -m generation.lm.train --data ds/ --out runs/lm-ddp   # DDP (gloo on CPU)
+    torchrun --nproc-per-node 8 -m generation.lm.train --data ds/ --out big/ --preset landiff --fsdp --bf16 \
+        --text-encoder t5:DIR         # sharded (FSDP2); DIR: a saved flan-T5-XXL
 
 Each step draws ``--batch`` sequences per process (``--unit group``: one group each; ``clip``: a
 whole clip), encodes their captions with the frozen text encoder (states cached per caption),
