@@ -108,7 +108,8 @@ def main(argv=None):
           f"({s['no_cache']['codes_per_cpu_s']:.1f} per CPU s; x{s['speedup']:.1f}; same tokens: {s['same_tokens']})")
     if "bits_per_code" in rep:
         b = rep["bits_per_code"]
-        line = f"bits/code on the test set: unigram {b['baselines']['unigram']:.3f}, prev-slot {b['baselines']['prev_slot']:.3f}"
+        line = (f"bits/code on the test set: unigram {b['baselines']['unigram']:.3f}, "
+                f"prev-slot {b['baselines']['prev_slot']:.3f}")
         if "lm" in b:
             line += f", LM {b['lm']['bits_code']:.3f} (specials {b['lm']['bits_special']:.3f})"
         print(line)

@@ -33,7 +33,8 @@ def release_state(K, d, heads, mlp, layers, text, freq, hidden, device="cpu", nu
         if nulls:
             shapes[f"micro_condition.null_cond_embeddings.{k}"] = (freq,)
     if frozen:       # the frozen tokenizer and text encoder ride along in the release's file
-        shapes.update({"tokenizer.tokenizer.quantizer.codebook": (K, 16), "cond_model.text_encoder.t5.shared.weight": (9, text)})
+        shapes.update({"tokenizer.tokenizer.quantizer.codebook": (K, 16),
+                       "cond_model.text_encoder.t5.shared.weight": (9, text)})
     g = torch.Generator().manual_seed(0)
     if device == "meta":
         return {k: torch.empty(s, device="meta") for k, s in shapes.items()}
@@ -94,7 +95,8 @@ def release_logits(sd, x, heads, theta=1e4):
         a = torch.einsum("hqk,khd->qhd", s.softmax(-1), v).reshape(T, d)
         h = h + a @ sd[p + "wo.weight"].T
         y = _rms(h, sd[p + "norm1.weight"])
-        h = h + (F.gelu(y @ sd[p + "mlp.w1.weight"].T, approximate="tanh") * (y @ sd[p + "mlp.w3.weight"].T)) @ sd[p + "mlp.w2.weight"].T
+        gate, up = F.gelu(y @ sd[p + "mlp.w1.weight"].T, approximate="tanh"), y @ sd[p + "mlp.w3.weight"].T
+        h = h + (gate * up) @ sd[p + "mlp.w2.weight"].T
     h = F.layer_norm(h, (d,), sd["transformer.layer_norm.weight"], sd["transformer.layer_norm.bias"])
     return h @ sd["transformer.head.weight"].T
 
@@ -127,7 +129,8 @@ def test_converted_release_weights_compute_what_the_release_computes(tmp_path):
         return F.silu(e @ rel[p + "0.weight"].T + rel[p + "0.bias"]) @ rel[p + "2.weight"].T + rel[p + "2.bias"]
     t = F.gelu(text @ rel["cond_model.embeddings.fc0.weight"].T + rel["cond_model.embeddings.fc0.bias"],
                approximate="tanh") @ rel["cond_model.embeddings.fc1.weight"].T + rel["cond_model.embeddings.fc1.bias"]
-    ref_x = torch.cat([emb[c["K"] + 1][None], micro("frames", 13.0)[None], micro("motion_score", 2.5)[None], t, emb[ids]])
+    ref_x = torch.cat([emb[c["K"] + 1][None], micro("frames", 13.0)[None], micro("motion_score", 2.5)[None], t,
+                       emb[ids]])
     assert torch.allclose(x, ref_x, atol=1e-5)
     assert torch.allclose(ours, release_logits(rel, ref_x, c["heads"]), atol=1e-4)
 

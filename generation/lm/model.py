@@ -309,7 +309,8 @@ class TokenLM(nn.Module):
         """ids (any shape) -> vectors (shape + (d,))."""
         return self.tok_emb(ids)
 
-    def prefix(self, text: list[torch.Tensor], frames=None, motion=None, keep: dict | None = None) -> list[torch.Tensor]:
+    def prefix(self, text: list[torch.Tensor], frames=None, motion=None,
+               keep: dict | None = None) -> list[torch.Tensor]:
         """The conditioning prefix of each sample: ``BOS, frames, motion, text_1..text_n`` as a
         ``(3 + n_i) x d`` tensor.
 

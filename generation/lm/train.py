@@ -259,8 +259,8 @@ def train(args) -> Path:
         ddp = torch.nn.parallel.DistributedDataParallel(loss_fn) if world > 1 else loss_fn
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "emb" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "emb" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, args.beta2))
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                             {"params": rest, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, args.beta2))
     if ck is not None:
         load_optimizer(model, opt, ck / "optim.safetensors")
     log = out / "log.jsonl"
@@ -312,7 +312,8 @@ def train(args) -> Path:
             r = lm_bits(model, val, encoder, range(min(args.val_items, len(val))), batch=args.batch,
                         capacity=args.pack_len or None)
             with log.open("a") as f:
-                f.write(json.dumps({"step": step, "val_bits_code": r["bits_code"], "val_bits_all": r["bits_all"]}) + "\n")
+                f.write(json.dumps({"step": step, "val_bits_code": r["bits_code"],
+                                    "val_bits_all": r["bits_all"]}) + "\n")
         out_of_time = args.max_minutes and (time.time() - t_start) > 60 * args.max_minutes
         if world > 1:
             flag = torch.tensor([float(bool(out_of_time))])
