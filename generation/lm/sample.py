@@ -59,6 +59,8 @@ def _encode(model: TokenLM, prompts, text_states, text_encoder):
     cfg = model.config
     if text_states is None:
         from .text import compatible
+        if prompts is None or isinstance(prompts, str):
+            raise ValueError("give the prompts as a list of strings, or their text_states")
         if text_encoder is None:
             text_encoder = _default_encoder(cfg.text_encoder, cfg.max_text_tokens)
         if not compatible(text_encoder.spec, cfg.text_encoder) or text_encoder.dim != cfg.text_dim:
