@@ -266,12 +266,21 @@ def test_legit_stream_decodes_and_state_zero_tail_is_not_extended(d):
         assert len(list(codec.iter_decode(r))) == 20
 
 
-def test_shipped_model_still_verifies_and_keeps_its_identity():
-    """The shipped s128 is format 1 (hash over the tensors only): it loads, and keeps the hash
-    its streams carry. New checkpoints are format 2: their hash covers the config."""
-    codec = Codec.load(None, "cpu")
-    assert codec.ckpt.meta["format"] == "semcodec-checkpoint-1"
-    assert codec.content_hash == "69ce05d0767c4b97be1eb1ff2e435619e47baf37e07de9d8d0e2ce33af19b346"
+def test_format1_checkpoints_still_verify_and_keep_their_identity(tmp_path):
+    """Format 1 (the first shipped s128: hash over the tensors only) still loads and keeps the hash
+    its streams carry; the shipped model is format 2: its hash covers the config."""
+    from safetensors.torch import save_file
+    from semcodec.checkpoint import content_hash, load_checkpoint
+    torch.manual_seed(0)
+    cfg = get_preset("tiny")
+    state = {k: v.contiguous() for k, v in VideoTokenizer(cfg).state_dict().items()}
+    old = tmp_path / "old.safetensors"
+    save_file(state, str(old), metadata={"format": "semcodec-checkpoint-1", "config": cfg.to_json(),
+                                         "content_hash": content_hash(state), "extra": "{}"})
+    ck = load_checkpoint(old)
+    assert ck.meta["format"] == "semcodec-checkpoint-1" and ck.content_hash == content_hash(state)
+    shipped = Codec.load(None, "cpu")
+    assert shipped.ckpt.meta["format"] == "semcodec-checkpoint-2"
 
 
 def test_new_checkpoints_hash_the_config(d):
