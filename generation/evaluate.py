@@ -26,7 +26,9 @@ Method: deterministic image analysis, no learned weights.
    undoes blur.
 3. Per object and frame: area, centroid, complex moments (the turn of a spinning shape, from the
    phase of its strongest rotational harmonic), and the shape class: the best IoU among the ten
-   shapes rendered by the world's own renderer at the observed area, centroid and turn.
+   shapes rendered by the world's own renderer at the observed area, centroid and turn. A colour
+   track that is not flat in colour (:data:`MAX_SPREAD`) or looks like no shape
+   (:data:`OBJECT_IOU`) is not an object (a blob of noise).
 4. The track of centres and radii is fitted by every motion hypothesis of the world (moves /
    zigzags x 8 directions x 3 speeds, circles and bounces with their phase, grows, shrinks, still)
    with the renderer's own kinematics (``synth.kinematics``, walls included); the least error wins.
@@ -67,9 +69,16 @@ PALETTE_LAB = rgb_to_lab(PALETTE_RGB)
 
 TAU_BG = 14.0           # CIELAB distance within which a pixel is a shade of the background colour
 TAU_OBJ = 32.0          # ... within which a pixel takes its nearest palette colour (blur, drift)
+MIX_SHARE, TAU_MIX = 0.3, 10.0   # a mix of an object colour (share >= 0.3) and the background, within 10
 ALPHA_RANGE = (BG_ALPHA[0] - 0.05, BG_ALPHA[1] + 0.05)   # background shades, with some slack
 MIN_AREA = 0.0004       # fraction of s^2: smaller components are noise (a shrunk small shape is ~0.0007)
 MIN_PEAK_AREA = 0.0025  # fraction of s^2: an object is at least this big in some frame
+# what makes a colour track an object (_is_object), measured on truth through H.264, blurred truth
+# and blobs of smoothed colour noise: the median soft IoU with its best shape drawing (>= 0.67,
+# >= 0.64; 0.24-0.79) and the median CIELAB distance of its pixels from its mean colour (small
+# shapes up to 15, large ones <= 10; blurred <= 10; noise >= 12.2, >= 13 where the IoU >= 0.69)
+OBJECT_IOU_ALONE = 0.8
+OBJECT_IOU, MAX_SPREAD = 0.6, 12.0
 MIN_PRESENCE = 0.4      # an object is seen in at least this fraction of frames
 THIN = 0.2              # a component keeping less than this after a 1-px erosion is an edge halo
 TOUCH = 2               # pixels: an object this close to another is partly hidden (not measured)
@@ -107,6 +116,8 @@ class ObjectTrack:
     cy: np.ndarray
     lab: np.ndarray                # T x 3 mean CIELAB colour
     frame_shape: list              # T shape class (or None)
+    frame_iou: np.ndarray = None   # T soft IoU of that class's drawing with the object (NaN: not classified)
+    spread: np.ndarray = None      # T median CIELAB distance of its pixels from its mean colour (flatness)
     shape: str | None = None
     radius: float = float("nan")   # start radius, fraction of the short side
     size: str | None = None
@@ -239,6 +250,7 @@ def analyse(video: np.ndarray, fps: float = 8.0) -> Analysis:
     labels = np.where(~bg_mask & (np.take_along_axis(d2, near[..., None], -1)[..., 0] < TAU_OBJ ** 2),
                       near, -1).astype(np.int8)
     del d2
+    _label_mixtures(labels, rgb, alpha, bg_mask, bg)
 
     # per frame and colour: the largest component, unless it is a thin halo at a bigger object
     min_area = max(3.0, MIN_AREA * s * s)
@@ -254,14 +266,27 @@ def analyse(video: np.ndarray, fps: float = 8.0) -> Analysis:
                 continue
             sl = ndimage.find_objects(lbl)[j]
             comps[t, int(k)] = (int(sizes[j]), sl, lbl[sl] == j + 1)
-    halos = []
-    for (t, k), (area, sl, m) in comps.items():
-        if ndimage.binary_erosion(m, eight).sum() >= THIN * area:
-            continue
+    # a halo: a component at the edge of a bigger one of another colour that is thin (H.264's
+    # chroma fringe) or made of mixes of that colour with the background (a blurred edge, e.g. the
+    # olive rim of a yellow shape on black); its pixels go to the bigger one
+    by_frame = {}
+    for (t, k), c in comps.items():
+        by_frame.setdefault(t, []).append((k, c))
+    halos, a_loc = [], {}
+    for (t, k), (area, sl, m) in sorted(comps.items(), key=lambda kv: kv[1][0]):
         near = _paste(ndimage.binary_dilation(np.pad(m, TOUCH), eight, iterations=TOUCH), sl, H, W, TOUCH)
-        for (t2, o), (area2, sl2, m2) in comps.items():
-            if t2 == t and o != k and area2 > area and (near & _paste(m2, sl2, H, W)).any():
+        thin = ndimage.binary_erosion(m, eight).sum() < THIN * area
+        for o, (area2, sl2, m2) in by_frame[t]:
+            if o == k or (t, o) in halos or not (near & _paste(m2, sl2, H, W)).any():
+                continue
+            if t not in a_loc:
+                a_loc[t] = _local_alpha(alpha[t], bg_mask[t])
+            mixed = lambda c, sl_, m_: (_mix_residual(rgb[t][sl_][m_], PALETTE_RGB[c],
+                                                      a_loc[t][sl_][m_][:, None] * PALETTE_RGB[bg]) < TAU_MIX).mean()
+            # (the rim of a small blurred shape can outgrow its core: the core is not a mix of the rim)
+            if (thin and area2 > area) or (mixed(o, sl, m) >= 0.6 and mixed(k, sl2, m2) < 0.3):
                 halos.append((t, k))
+                labels[t][sl][m] = o
                 break
     for key in halos:
         del comps[key]
@@ -279,6 +304,8 @@ def analyse(video: np.ndarray, fps: float = 8.0) -> Analysis:
     for tr in tracks:
         _rotation(tr, times)
         _classify(tr, comps, PALETTE.index(tr.colour), times, H, W)
+    tracks = [tr for tr in tracks if _is_object(tr)]
+    for tr in tracks:
         _fit_motion(tr, times, H, W)
         _consistency(tr)
     pattern = _bg_pattern(alpha, bg_mask, labels, s)
@@ -296,6 +323,43 @@ def _paste(m: np.ndarray, sl, H: int, W: int, grow: int = 0) -> np.ndarray:
     return full[grow:grow + H, grow:grow + W]
 
 
+def _local_alpha(alpha: np.ndarray, bg_mask: np.ndarray, size: int = 9) -> np.ndarray:
+    """Per pixel, the mean background brightness (alpha) of the background pixels around it."""
+    from scipy import ndimage
+    m = bg_mask.astype(np.float32)
+    k = (1,) * (alpha.ndim - 2) + (size, size)
+    num = ndimage.uniform_filter(alpha * m, k, mode="nearest")
+    den = ndimage.uniform_filter(m, k, mode="nearest")
+    return np.where(den > 0.05, num / np.maximum(den, 1e-6), 1.0)
+
+
+def _mix_residual(p: np.ndarray, o: np.ndarray, q: np.ndarray, share: tuple = (0.15, 0.95)) -> np.ndarray:
+    """CIELAB distance of pixels ``p`` (N x 3 RGB) from the nearest mix ``beta o + (1 - beta) q``
+    (``q``: N x 3 local background colours), inf where the share ``beta`` is outside ``share``."""
+    seg = o - q
+    beta = ((p - q) * seg).sum(-1) / np.maximum((seg * seg).sum(-1), 1e-6)
+    d = np.linalg.norm(rgb_to_lab(p) - rgb_to_lab(q + np.clip(beta, 0, 1)[:, None] * seg), axis=-1)
+    return np.where((beta >= share[0]) & (beta <= share[1]), d, np.inf)
+
+
+def _label_mixtures(labels, rgb, alpha, bg_mask, bg: int) -> None:
+    """Pixels of no palette colour that are a mix of one (at least MIX_SHARE of it) and the local
+    background take that colour: the soft edges and thin parts of a blurred shape (in place)."""
+    todo = (labels == -1) & ~bg_mask
+    if not todo.any():
+        return
+    p = rgb[todo]
+    q = _local_alpha(alpha, bg_mask)[todo][:, None] * PALETTE_RGB[bg]
+    best, best_d = np.full(len(p), -1, np.int8), np.full(len(p), np.inf, np.float32)
+    for k in range(len(PALETTE)):
+        if k == bg:
+            continue
+        d = _mix_residual(p, PALETTE_RGB[k], q, (MIX_SHARE, np.inf))
+        ok = d < best_d
+        best[ok], best_d[ok] = k, d[ok]
+    labels[todo] = np.where(best_d < TAU_MIX, best, -1)
+
+
 def _grow(sl, g, H, W):
     return (slice(max(0, sl[0].start - g), min(H, sl[0].stop + g)), slice(max(0, sl[1].start - g), min(W, sl[1].stop + g)))
 
@@ -306,7 +370,7 @@ def _measure(k, comps, labels, rgb, lab, alpha, bg_mask, bg, T, H, W) -> ObjectT
     nan = np.full(T, np.nan)
     tr = ObjectTrack(PALETTE[k], np.zeros(T, bool), np.zeros(T, bool), nan.copy(), nan.copy(), nan.copy(),
                      np.full((T, 3), np.nan), [None] * T)
-    tr.masks = {}
+    tr.masks, tr.frame_iou, tr.spread = {}, nan.copy(), nan.copy()
     b = PALETTE_RGB[bg]
     for t in range(T):
         if (t, k) not in comps:
@@ -316,10 +380,7 @@ def _measure(k, comps, labels, rgb, lab, alpha, bg_mask, bg, T, H, W) -> ObjectT
         core = ndimage.binary_erosion(m, np.ones((3, 3), bool)) if area > 30 else m
         o = np.median(rgb[t][sl][core if core.any() else m], axis=0)
         # the background's brightness under the object: the mean alpha of background pixels nearby
-        bgm = bg_mask[t][sl3].astype(np.float32)
-        num = ndimage.uniform_filter(alpha[t][sl3] * bgm, 9, mode="nearest")
-        den = ndimage.uniform_filter(bgm, 9, mode="nearest")
-        a_loc = np.where(den > 0.05, num / np.maximum(den, 1e-6), 1.0)
+        a_loc = _local_alpha(alpha[t][sl3], bg_mask[t][sl3])
         inner = (slice(sl2[0].start - sl3[0].start, sl2[0].stop - sl3[0].start),
                  slice(sl2[1].start - sl3[1].start, sl2[1].stop - sl3[1].start))
         shape2 = (sl2[0].stop - sl2[0].start, sl2[1].stop - sl2[1].start)
@@ -343,7 +404,9 @@ def _measure(k, comps, labels, rgb, lab, alpha, bg_mask, bg, T, H, W) -> ObjectT
         soft = np.clip(beta, 0, 1) * ndimage.binary_dilation(mask, np.ones((3, 3), bool))
         # its colour: the mean of the pixels that are mostly object (edges mix)
         pure = mask & (beta >= 0.8)
-        tr.lab[t] = lab[t][sl2][pure if pure.sum() >= 4 else mask].mean(0)
+        px = lab[t][sl2][pure if pure.sum() >= 4 else mask]
+        tr.lab[t] = px.mean(0)
+        tr.spread[t] = np.median(np.linalg.norm(px - tr.lab[t], axis=-1))
         tr.masks[t] = (sl2[0].start, sl2[1].start, mask, soft)
     return tr
 
@@ -451,9 +514,18 @@ def _classify(tr: ObjectTrack, comps, k: int, times, H: int, W: int) -> None:
             if iou > best_iou:
                 best, best_iou = name, iou
         tr.frame_shape[t] = best
+        tr.frame_iou[t] = best_iou
         votes[best] = votes.get(best, 0) + 1
         ious.setdefault(best, []).append(best_iou)
     tr.shape = max(votes, key=lambda n: (votes[n], np.mean(ious[n]))) if votes else None
+
+
+def _is_object(tr: ObjectTrack) -> bool:
+    """A colour track is an object if it looks like one of the world's shapes, or fairly like one
+    and flat in colour (a small shape's pixels are mostly edge pixels, so not very flat); a blob
+    of colour noise is neither."""
+    iou, spread = np.nanmedian(tr.frame_iou), np.nanmedian(tr.spread)
+    return bool(iou >= OBJECT_IOU_ALONE or (iou >= OBJECT_IOU and spread <= MAX_SPREAD))
 
 
 def _radii(tr: ObjectTrack) -> np.ndarray:
