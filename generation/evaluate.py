@@ -27,8 +27,8 @@ Method: deterministic image analysis, no learned weights.
 3. Per object and frame: area, centroid, complex moments (the turn of a spinning shape, from the
    phase of its strongest rotational harmonic), and the shape class: the best IoU among the ten
    shapes rendered by the world's own renderer at the observed area, centroid and turn. A colour
-   track that is not flat in colour (:data:`MAX_SPREAD`) or looks like no shape
-   (:data:`OBJECT_IOU`) is not an object (a blob of noise).
+   track that looks like no shape (:data:`OBJECT_IOU`, :data:`MAX_SPREAD`) or whose size jumps
+   from frame to frame (:data:`MAX_AREA_JITTER`) is not an object (a blob of noise).
 4. The track of centres and radii is fitted by every motion hypothesis of the world (moves /
    zigzags x 8 directions x 3 speeds, circles and bounces with their phase, grows, shrinks, still)
    with the renderer's own kinematics (``synth.kinematics``, walls included); the least error wins.
@@ -79,6 +79,9 @@ MIN_PEAK_AREA = 0.0025  # fraction of s^2: an object is at least this big in som
 # shapes up to 15, large ones <= 10; blurred <= 10; noise >= 12.2, >= 13 where the IoU >= 0.69)
 OBJECT_IOU_ALONE = 0.8
 OBJECT_IOU, MAX_SPREAD = 0.6, 12.0
+# ... and the median |second difference of log area| between frames: truth <= 0.22 at 8 fps (<= 0.31
+# on 8 frames at 4 fps), blurred <= 0.13; blobs of a tokenizer decoding random tokens >= 0.36
+MAX_AREA_JITTER = 0.35
 MIN_PRESENCE = 0.4      # an object is seen in at least this fraction of frames
 THIN = 0.2              # a component keeping less than this after a 1-px erosion is an edge halo
 TOUCH = 2               # pixels: an object this close to another is partly hidden (not measured)
@@ -522,10 +525,13 @@ def _classify(tr: ObjectTrack, comps, k: int, times, H: int, W: int) -> None:
 
 def _is_object(tr: ObjectTrack) -> bool:
     """A colour track is an object if it looks like one of the world's shapes, or fairly like one
-    and flat in colour (a small shape's pixels are mostly edge pixels, so not very flat); a blob
-    of colour noise is neither."""
+    and flat in colour (a small shape's pixels are mostly edge pixels, so not very flat), and its
+    size is steady; a blob of colour noise or of a random decoding is not."""
     iou, spread = np.nanmedian(tr.frame_iou), np.nanmedian(tr.spread)
-    return bool(iou >= OBJECT_IOU_ALONE or (iou >= OBJECT_IOU and spread <= MAX_SPREAD))
+    log_area = np.log(tr.area[tr.present])
+    # and it keeps its size from frame to frame, or changes it smoothly (grows, shrinks)
+    steady = len(log_area) < 4 or np.median(np.abs(np.diff(log_area, 2))) <= MAX_AREA_JITTER
+    return bool(steady and (iou >= OBJECT_IOU_ALONE or (iou >= OBJECT_IOU and spread <= MAX_SPREAD)))
 
 
 def _radii(tr: ObjectTrack) -> np.ndarray:
