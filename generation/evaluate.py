@@ -284,10 +284,13 @@ def analyse(video: np.ndarray, fps: float = 8.0) -> Analysis:
                 continue
             if t not in a_loc:
                 a_loc[t] = _local_alpha(alpha[t], bg_mask[t])
-            mixed = lambda c, sl_, m_: (_mix_residual(rgb[t][sl_][m_], PALETTE_RGB[c],
+            # (mixes of the colours as seen: a codec's colour cast moves both)
+            mixed = lambda c, sl_, m_: (_mix_residual(rgb[t][sl_][m_], seen[c],
                                                       a_loc[t][sl_][m_][:, None] * PALETTE_RGB[bg]) < TAU_MIX).mean()
-            # (the rim of a small blurred shape can outgrow its core: the core is not a mix of the rim)
-            if (thin and area2 > area) or (mixed(o, sl, m) >= 0.6 and mixed(k, sl2, m2) < 0.3):
+            seen = {k: np.median(rgb[t][sl][m], axis=0), o: np.median(rgb[t][sl2][m2], axis=0)}
+            # never when the neighbour is itself a mix of this colour with the background: then it
+            # is this one's blurred rim (which can outgrow a small or thin core)
+            if mixed(k, sl2, m2) < 0.3 and ((thin and area2 > area) or mixed(o, sl, m) >= 0.6):
                 halos.append((t, k))
                 labels[t][sl][m] = o
                 break
