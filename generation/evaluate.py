@@ -89,6 +89,8 @@ TINY_AREA_PX = 60       # an object last seen smaller may fade out without count
 MIN_CLASSIFY_R = 5.0    # pixels: smaller objects are not classified (a shrunk shape at the end)
 import os
 CLASSIFY_SIGMA = float(os.environ.get("CLASSIFY_SIGMA", "0.8"))
+PLAIN_L = 8.0           # CIELAB L spread (5-95%) under which a background is plain
+MIN_GROWTH = 0.1        # log radius per second: slower is not growing (the world's rate is 0.35)
 SPIN_MIN = 0.04         # turns per second: a slower turn is "not turning"
 SIZE_R = {k: v / 2 for k, v in synth.SIZES.items()}     # radius, fraction of the short side
 
@@ -314,7 +316,7 @@ def analyse(video: np.ndarray, fps: float = 8.0) -> Analysis:
     for tr in tracks:
         _fit_motion(tr, times, H, W)
         _consistency(tr)
-    pattern = _bg_pattern(alpha, bg_mask, labels, s)
+    pattern = _bg_pattern(alpha, bg_mask, lab[..., 0], s)
     flicker = _flicker(lab, bg_mask, tracks)
     consistency = float(np.mean([tr.consistency for tr in tracks])) if tracks else 0.0
     return Analysis(T, H, W, float(fps), PALETTE[bg], pattern, tracks, flicker, consistency,
@@ -569,12 +571,17 @@ def _fit_motion(tr: ObjectTrack, times: np.ndarray, H: int, W: int) -> None:
 
     fits = {}
     fits["stays still", "", ""] = err(np.median(x), np.median(y), rmed)
-    for m in ("grows", "shrinks"):
-        k0 = float(np.clip(np.exp((synth.GROW_RATE if m == "grows" else -synth.GROW_RATE) * t[0]), 0.3, 2.5))
-        r0 = float(np.median(r[:3] / np.clip(np.exp((1 if m == "grows" else -1) * synth.GROW_RATE * t[:3]), 0.3, 2.5))) \
-            if len(r) else r[0] / k0
-        px, py, pr, _ = synth.kinematics(m, "", "", x[0], y[0], r0, 0.0, t, H, W)
-        fits[m, "", ""] = err(px, py, pr)
+    # grows / shrinks at the rate the track shows (a generated or decoded shape need not keep the
+    # world's exact rate): log radius fitted on the first 2 s, before the renderer's size limits
+    early = t <= t[0] + 2.0
+    g, c = np.polyfit(t[early], np.log(r[early]), 1) if early.sum() >= 2 and np.ptp(t[early]) > 0 else (0.0, np.log(rmed))
+    growth_r0 = float(np.exp(c))
+    for m, sign in (("grows", 1), ("shrinks", -1)):
+        if sign * g < MIN_GROWTH:
+            fits[m, "", ""] = np.inf
+            continue
+        pr = np.clip(growth_r0 * np.exp(g * t), r.min(), r.max())     # up to the size where it stops
+        fits[m, "", ""] = err(synth._bounce(x[0], pr, W - pr), synth._bounce(y[0], pr, H - pr), pr)
     for m, d, v in itertools.product(("moves", "zigzags"), synth.DIRECTIONS, synth.SPEEDS):
         dx, dy = synth.DIRECTIONS[d]
         dist = synth.SPEEDS[v] * s * t[0]
@@ -609,12 +616,7 @@ def _fit_motion(tr: ObjectTrack, times: np.ndarray, H: int, W: int) -> None:
     tr.motion = best[0]
     if tr.motion == "stays still" and tr.turn_signal and abs(tr.rotation_rate) >= SPIN_MIN:
         tr.motion = "spins"
-    if tr.motion in ("grows", "shrinks"):      # the size said is the size at the start
-        g = synth.GROW_RATE if tr.motion == "grows" else -synth.GROW_RATE
-        early = t <= t[0] + 1.5
-        start_r = float(np.median(r[early] / np.clip(np.exp(g * t[early]), 0.3, 2.5)))
-    else:
-        start_r = rmed
+    start_r = growth_r0 if tr.motion in ("grows", "shrinks") else rmed   # the size said is the size at the start
     tr.radius = start_r / s
     tr.size = min(SIZE_R, key=lambda k: abs(math.log(max(tr.radius, 1e-6) / SIZE_R[k])))
 
@@ -641,7 +643,7 @@ def _consistency(tr: ObjectTrack) -> None:
 
 
 # ------------------------------------------------------------------------------------- background
-def _bg_pattern(alpha: np.ndarray, bg_mask: np.ndarray, labels: np.ndarray, s: int) -> str | None:
+def _bg_pattern(alpha: np.ndarray, bg_mask: np.ndarray, light: np.ndarray, s: int) -> str | None:
     """The pattern, voted over up to 4 frames: see the module docstring."""
     T, H, W = alpha.shape
     votes = []
@@ -649,19 +651,23 @@ def _bg_pattern(alpha: np.ndarray, bg_mask: np.ndarray, labels: np.ndarray, s: i
         m = bg_mask[t]
         if m.mean() < 0.2:
             continue
-        votes.append(_pattern_of(alpha[t], m, s))
+        votes.append(_pattern_of(alpha[t], m, s, light[t]))
     if not votes:
         return None
     return max(set(votes), key=lambda v: (votes.count(v), -votes.index(v)))
 
 
-def _pattern_of(a: np.ndarray, m: np.ndarray, s: int) -> str:
+def _pattern_of(a: np.ndarray, m: np.ndarray, s: int, light: np.ndarray) -> str:
+    """The pattern of one frame: ``a`` its brightness map (alpha), ``m`` its background pixels,
+    ``light`` its CIELAB L."""
     H, W = a.shape
     v = a[m]
     top = np.percentile(v, 98)
     a = a / max(top, 1e-3)
     v = a[m]
-    if np.percentile(v, 95) - np.percentile(v, 5) < 0.12:
+    spread_l = np.percentile(light[m], 95) - np.percentile(light[m], 5)
+    # flat in brightness, relative or absolute (a dark background's alpha is mostly noise)
+    if np.percentile(v, 95) - np.percentile(v, 5) < 0.12 or spread_l < PLAIN_L:
         return "plain"
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float64)
     rho = np.hypot(xx - (W - 1) / 2, yy - (H - 1) / 2) / (0.5 * math.hypot(H, W))
