@@ -87,8 +87,7 @@ THIN = 0.2              # a component keeping less than this after a 1-px erosio
 TOUCH = 2               # pixels: an object this close to another is partly hidden (not measured)
 TINY_AREA_PX = 60       # an object last seen smaller may fade out without counting as gone
 MIN_CLASSIFY_R = 5.0    # pixels: smaller objects are not classified (a shrunk shape at the end)
-import os
-CLASSIFY_SIGMA = float(os.environ.get("CLASSIFY_SIGMA", "0.8"))
+CLASSIFY_SIGMA = 0.8    # pixels: both masks blurred so before matching (4:2:0 chroma is blocky at 2 px)
 PLAIN_L = 8.0           # CIELAB L spread (5-95%) under which a background is plain
 MIN_GROWTH = 0.1        # log radius per second: slower is not growing (the world's rate is 0.35)
 SPIN_MIN = 0.04         # turns per second: a slower turn is "not turning"
@@ -123,6 +122,8 @@ class ObjectTrack:
     frame_shape: list              # T shape class (or None)
     frame_iou: np.ndarray = None   # T soft IoU of that class's drawing with the object (NaN: not classified)
     spread: np.ndarray = None      # T median CIELAB distance of its pixels from its mean colour (flatness)
+    masks: dict = field(default_factory=dict, repr=False)   # t -> (y0, x0, mask, soft mask in [0, 1]) crops
+    angle: np.ndarray = None       # T turn since the start, radians (0 unless it spins)
     shape: str | None = None
     radius: float = float("nan")   # start radius, fraction of the short side
     size: str | None = None
@@ -311,7 +312,7 @@ def analyse(video: np.ndarray, fps: float = 8.0) -> Analysis:
     times = np.arange(T) / float(fps)
     for tr in tracks:
         _rotation(tr, times)
-        _classify(tr, comps, PALETTE.index(tr.colour), times, H, W)
+        _classify(tr)
     tracks = [tr for tr in tracks if _is_object(tr)]
     for tr in tracks:
         _fit_motion(tr, times, H, W)
@@ -486,7 +487,7 @@ def _rotation(tr: ObjectTrack, times: np.ndarray) -> None:
         tr.angle = np.interp(times, tt, th - th[0] + slope * tt[0])
 
 
-def _classify(tr: ObjectTrack, comps, k: int, times, H: int, W: int) -> None:
+def _classify(tr: ObjectTrack) -> None:
     """Per-frame shape class and the object's majority class: the best match among the
     renderer's shapes drawn at the observed area, centroid and turn (soft IoU of both blurred by
     CLASSIFY_SIGMA, so that a codec's blocky or soft edges do not decide)."""
