@@ -26,7 +26,7 @@ from .gop import CrossFader, Group, plan_groups
 from .video import (Geometry, VideoInfo, VideoWriter, from_model, iter_semantic_frames, probe,
                     semantic_frame_count, to_model)
 from .limits import MAX_OUTPUT_PIXELS_PER_BYTE, MAX_SEMANTIC_FPS, MIN_SEMANTIC_FPS, LimitError, check_source
-from .zoo import load_model, operating_point
+from .zoo import load_model, model_file, operating_point
 
 DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
 
@@ -54,6 +54,8 @@ class Codec:
         self.ckpt, self.config, self.device = ckpt, ckpt.config, torch.device(device)
         self.model = ckpt.model.to(self.device).eval()
         self.default_fps: float | None = None      # a named operating point's semantic rate
+        self.weights_path: Path | None = None      # where the weights came from (finds the context model)
+        self._context = None
 
     @classmethod
     def load(cls, model: str | Path | None = None, device: str | None = None) -> "Codec":
@@ -63,6 +65,7 @@ class Codec:
         model, fps = operating_point(model)
         codec = cls(load_model(model, device), device)
         codec.default_fps = fps
+        codec.weights_path = model_file(model)
         return codec
 
     @property
@@ -78,6 +81,20 @@ class Codec:
         """The token frequencies shipped with the model (None when it ships none)."""
         c = self.ckpt.token_counts
         return c if c is not None and c.sum() > 0 else None
+
+    @property
+    def context_model(self):
+        """The ``context`` entropy model shipped beside the weights (``NAME.context.safetensors``,
+        trained for these weights), or None."""
+        if self._context is None and self.weights_path is not None:
+            from .bitstream.context import find_context_model
+            self._context = find_context_model(self.weights_path, self.content_hash) or False
+        return self._context or None
+
+    @property
+    def default_entropy(self) -> str:
+        """``context`` when the model ships a context model, else ``adaptive``."""
+        return "context" if self.context_model is not None else "adaptive"
 
     # ------------------------------------------------------------------ tokens <-> frames
     def geometry(self, height: int, width: int) -> Geometry:
@@ -136,26 +153,41 @@ class Codec:
                     del buf[k]
         return header, groups()
 
-    def encode_file(self, src, dst, entropy: str = "adaptive", progress: Callable | None = None,
+    def encode_file(self, src, dst, entropy: str | None = None, progress: Callable | None = None,
                     fps: float | None = None) -> StreamHeader:
-        """Encode video ``src`` to token stream ``dst`` (written atomically) at semantic rate ``fps``."""
+        """Encode video ``src`` to token stream ``dst`` (written atomically) at semantic rate ``fps``
+        with entropy mode ``entropy`` (default: ``default_entropy``)."""
+        entropy = entropy or self.default_entropy
         if entropy == "prior" and self.prior is None:
             raise CodecError(f"model '{self.name}' ships no token prior: use --entropy adaptive or fixed")
+        if entropy == "context" and self.context_model is None:
+            raise CodecError(f"model '{self.name}' ships no context model: use --entropy adaptive or fixed")
         header, groups = self.iter_encode(src, fps=fps)
-        header = dataclasses.replace(header, entropy_mode=entropy)
-        with StreamWriter(dst, header, prior_counts=self.prior) as w:
+        header = dataclasses.replace(header, entropy_mode=entropy, entropy_params=self.entropy_params(header, entropy))
+        with StreamWriter(dst, header, prior_counts=self.prior, context=self.context_model) as w:
             for rec in groups:
                 w.write_group(rec)
                 if progress:
                     progress(rec)
         return w.header
 
+    def entropy_params(self, header: StreamHeader, entropy: str) -> dict:
+        """Entropy parameters the writer cannot know: the context mode's token lattices are this
+        model's (``model.masks.lattice_shape`` of the padded grid)."""
+        if entropy != "context":
+            return {}
+        from .model.masks import lattice_shape
+        grid = (header.padded_height // self.config.patch, header.padded_width // self.config.patch)
+        c = self.config
+        return {"iframe_rows": lattice_shape(c.iframe_tokens, grid)[0],
+                "pframe_rows": lattice_shape(c.pframe_tokens, grid)[0] if c.pframe_tokens else 0}
+
     # ------------------------------------------------------------------ decoding
     def check_stream(self, header: StreamHeader) -> None:
         """The stream was made by this model, and its header is one this model's encoder writes:
         anything else is refused before any work (a forged header cannot ask for more)."""
         h, c = header, self.config
-        if h.model_hash != self.content_hash:
+        if self.content_hash[:len(h.model_hash)] != h.model_hash:       # format 2 keeps 32 hex digits
             raise CodecError(f"the stream was made by model '{h.model_name}' ({h.model_hash[:12]}), "
                              f"not by the loaded model '{self.name}' ({self.content_hash[:12]})")
         bad = "the stream's header does not fit model '{}': {} (a forged or damaged file)".format
@@ -261,7 +293,7 @@ class Codec:
     def decode_file(self, src, dst, start: float | None = None, end: float | None = None,
                     progress: Callable | None = None, crf: int = 18) -> int:
         """Decode token stream ``src`` to video ``dst`` (atomically); returns frames written."""
-        with StreamReader(src, prior_counts=self.prior) as reader:
+        with StreamReader(src, prior_counts=self.prior, context=self.context_model) as reader:
             h = reader.header
             frames = self.iter_decode(reader, start, end, progress)       # checked before a file is made
             n = 0
@@ -291,19 +323,70 @@ def usable_device(device: str | None) -> str:
 
 def stream_stats(path) -> dict:
     """What ``semcodec info`` reports: model, duration, groups, tokens, rates (no model needed)."""
+    from .bitstream import read_version
     h = read_header(path)
     with StreamReader(path) as r:
         payload = sum(r.group_sizes())
+        escaped = sum(r.group_escapes())
     tokens = h.total_tokens
     size = Path(path).stat().st_size
     duration = h.src_frames / h.src_fps
     return {
-        "file": str(path), "model": h.model_name, "model_hash": h.model_hash,
+        "file": str(path), "format": "{}.{}".format(*read_version(path)), "model": h.model_name,
+        "model_hash": h.model_hash,
         "source": {"width": h.src_width, "height": h.src_height, "fps": h.src_fps, "frames": h.src_frames},
         "duration_s": duration, "semantic_fps": h.semantic_fps, "semantic_frames": h.semantic_frames,
         "groups": h.n_groups, "group": h.group, "overlap": h.overlap,
         "iframe_tokens": h.iframe_tokens, "pframe_tokens": h.pframe_tokens, "codebook_size": h.codebook_size,
         "tokens": tokens, "tokens_per_s": tokens / duration,
-        "entropy": h.entropy_mode, "bytes": size, "payload_bytes": payload,
+        "entropy": h.entropy_mode, "bytes": size, "payload_bytes": payload, "overhead_bytes": size - payload,
+        "escaped_groups": escaped,
         "bits_per_token": 8 * payload / tokens, "kbit_per_s": 8 * size / duration / 1000,
     }
+
+
+def verify_stream(path, model: str | None = None) -> dict:
+    """``semcodec info --verify``: entropy-decode every group, checking its CRC and the layout,
+    without the codec's network. The fixed and uniform adaptive modes need nothing; the prior
+    modes read the token prior from the model's file, the context mode its context model
+    (``model``: a shipped name or a weights path; default: the shipped model the stream names).
+    Returns ``stream_stats`` plus what was checked; raises BitstreamError / CodecError."""
+    from .bitstream.entropy import needs_prior
+    from .checkpoint import PRIOR_KEY
+    from .zoo import shipped_models
+    h = read_header(path)
+    prior, context, using = None, None, "none"
+    needs_context = h.entropy_mode == "context"
+    if needs_prior(h.entropy_mode, h.entropy_params) or needs_context:
+        if model is None and h.model_name not in shipped_models():
+            raise CodecError(f"the stream is entropy-coded with model '{h.model_name}''s "
+                             f"{'context model' if needs_context else 'token prior'}, and semcodec does not "
+                             f"ship it: give the model with --model")
+        weights = model_file(model or h.model_name)
+        if weights is None or not weights.is_file():
+            raise CodecError(f"no such model file: {model}")
+        if needs_context:
+            from .bitstream.context import ContextModel, context_path
+            cpath = context_path(weights)
+            if not cpath.is_file():
+                raise CodecError(f"model {weights.name} has no context model beside it ({cpath.name})")
+            try:
+                context = ContextModel.load(cpath)
+            except ValueError as e:
+                raise CodecError(f"cannot load context model {cpath}: {e}") from None
+            using = f"context model {cpath.name} ({context.hash[:12]})"
+        else:
+            from safetensors import SafetensorError, safe_open
+            try:
+                with safe_open(str(weights), framework="numpy") as f:
+                    prior = f.get_tensor(PRIOR_KEY) if PRIOR_KEY in f.keys() else None
+            except (SafetensorError, OSError) as e:
+                raise CodecError(f"cannot read the token prior of {weights}: {e}") from None
+            if prior is None:
+                raise CodecError(f"model file {weights} holds no token prior")
+            using = f"token prior of {weights.name}"
+    tokens = 0
+    with StreamReader(path, prior_counts=prior, context=context) as r:
+        for rec in r:
+            tokens += len(rec.tokens)
+    return {**stream_stats(path), "verified": True, "tokens_decoded": tokens, "entropy_model": using}

@@ -27,7 +27,16 @@ class ModelError(ValueError):
 
 
 def shipped_models() -> list[str]:
-    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))
+    # NAME.context.safetensors beside NAME.safetensors is NAME's entropy model, not a model
+    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors") if "." not in p.stem)
+
+
+def model_file(model: str | Path | None) -> Path | None:
+    """The weights file ``load_model(model)`` reads (None for a name it does not know)."""
+    model = str(model or DEFAULT_MODEL)
+    if Path(model).suffix == ".safetensors" or Path(model).exists():
+        return Path(model)
+    return WEIGHTS_DIR / f"{model}.safetensors" if model in shipped_models() else None
 
 
 def load_model(model: str | Path | None = None, device="cpu") -> Checkpoint:
