@@ -158,7 +158,9 @@ def decode_header(body: bytes, minor: int, known_minor: int) -> StreamHeader:
                           f"(it knows {', '.join(f'{v} {k}' for k, v in MODE_CODES.items())})")
     mode = MODE_NAMES[code]
     ehash = c.take(HASH_BYTES, "entropy_hash").hex()
-    n = c.varint("model_name", 1, 255)
+    n = c.varint("model_name")
+    if not 1 <= n <= 255:
+        raise HeaderError(f"field 'model_name' must be 1 to 255 bytes long, got {n}")
     try:
         name = c.take(n, "model_name").decode("utf-8")
     except UnicodeDecodeError:
@@ -172,8 +174,8 @@ def decode_header(body: bytes, minor: int, known_minor: int) -> StreamHeader:
     f["semantic_frames"] = c.varint("semantic_frames", 1, (1 << 32) - 1)
     f["scaled_height"] = c.varint("scaled_height", 1, 1 << 20)
     f["scaled_width"] = c.varint("scaled_width", 1, 1 << 20)
-    f["padded_height"] = f["scaled_height"] + c.varint("padded_height", 0, 1 << 20)
-    f["padded_width"] = f["scaled_width"] + c.varint("padded_width", 0, 1 << 20)
+    f["padded_height"] = f["scaled_height"] + c.varint("padded_height - scaled_height", 0, 1 << 20)
+    f["padded_width"] = f["scaled_width"] + c.varint("padded_width - scaled_width", 0, 1 << 20)
     f["group"] = c.varint("group", 1, 1 << 16)
     f["overlap"] = c.varint("overlap", 0, f["group"] - 1)
     f["iframe_tokens"] = c.varint("iframe_tokens", 1, 1 << 22)

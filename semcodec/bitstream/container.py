@@ -610,7 +610,9 @@ class StreamReader:
         except PayloadError as e:
             raise BitstreamError(f"{name} is corrupt: group {i} of {n} does not decode: {e}") from None
 
-    def _read_v2(self, i: int, prev) -> np.ndarray:
+    def _decode_payload(self, i: int, prev) -> tuple[bytes, np.ndarray]:
+        """Format 2: group ``i``'s payload and the tokens it decodes to (``prev``: the frames of
+        the group it is linked to), its CRC not yet checked."""
         h, n, name = self.header, self.header.n_groups, self._name
         payload = self._payload(i, 0)
         valid = h.group_span(i)[1]
@@ -624,9 +626,14 @@ class StreamReader:
                 tokens = self._coder.decode(payload, ntok)
         except PayloadError as e:
             raise BitstreamError(f"{name} is corrupt: group {i} of {n} does not decode: {e}") from None
+        return payload, tokens
+
+    def _read_v2(self, i: int, prev) -> np.ndarray:
+        payload, tokens = self._decode_payload(i, prev)
         entry, crc = self._entries[i]
         if _crc(entry, payload, _token_bytes(tokens)) != crc:
-            raise BitstreamError(f"{name} is corrupt: group {i} of {n} fails its CRC32 check")
+            raise BitstreamError(f"{self._name} is corrupt: group {i} of {self.header.n_groups} fails "
+                                 f"its CRC32 check")
         return tokens
 
     def __iter__(self) -> Iterator[GroupRecord]:

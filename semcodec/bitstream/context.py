@@ -14,8 +14,12 @@ a token id or "none" (-1):
 * ``LINK``  (9): in a linked group, the previous group's 3 x 3 tokens around the slot's place
   in the same picture (the frames two consecutive groups share: their overlap).
 
-and 11 flags: frame kind (I, first P, later P), pass (4), lattice border (top, bottom, left,
-right). The network: each tap's codebook vector (int8, 16 values) or zeros, the taps'
+and 17 features in [0, 127]: frame kind (I, first P, later P), pass (4), lattice border (top,
+bottom, left, right), each 0 or 127; whether the previous frame's centre token equals the one
+two frames back, the I-frame's, the linked group's (0 / 127); how many of the previous frame's
+3 x 3 tokens equal its centre (``127 * count // 9``); and the clip's motion so far: whether it is
+known (frames from 2 on) and how many of the previous frame's tokens repeat the frame before it
+at their place (``127 * equal // slots``). The network: each tap's codebook vector (int8, 16 values) or zeros, the taps'
 availability and the flags -> two ReLU layers (uint8 activations) -> a query (int8) whose dot
 products with learned code embeddings, plus a per-code bias and a learned bonus for each tap's
 own token id ("copy"), are the logits. Integer logits -> an exp lookup table -> integer counts
@@ -38,7 +42,7 @@ import numpy as np
 FORMAT = "semcodec-context-1"
 N_PREV, N_PREV2, N_IFRAME, N_SAME, N_LINK = 9, 1, 1, 8, 9
 N_TAPS = N_PREV + N_PREV2 + N_IFRAME + N_SAME + N_LINK          # 28
-N_FLAGS = 3 + 4 + 4                                            # kind, pass, border
+N_FLAGS = 3 + 4 + 4 + 4 + 2                                    # kind, pass, border, equalities, motion
 REQUANT_SHIFT = 24             # hidden / query activations: (acc * mult + 2**23) >> 24
 LOGIT_FRAC = 32                # logits are integers in units of 2**-32 nat
 LUT_SHIFT = 27                 # lookup index = (max - logit) >> 27: steps of 1/32 nat
@@ -147,8 +151,8 @@ class GroupLayout:
     def taps(self, frames: list[np.ndarray], f: int, rr: np.ndarray, cc: np.ndarray,
              link: list[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
         """Context of the slots ``(rr, cc)`` of frame ``f`` (all of one pass): ``(ids n x 28,
-        flags n x 11)``. ``frames``: this group's frames (only what the decoder already has is
-        read); ``link``: the previous group's frames when this group is linked to it."""
+        features n x 17 in [0, 127])``. ``frames``: this group's frames (only what the decoder
+        already has is read); ``link``: the previous group's frames when this group is linked."""
         R, C = self.lattice(f)
         n = len(rr)
         ids = np.full((n, N_TAPS), -1, dtype=np.int64)
@@ -184,6 +188,21 @@ class GroupLayout:
         flags[:, 8] = rr == R - 1
         flags[:, 9] = cc == 0
         flags[:, 10] = cc == C - 1
+        centre = ids[:, 4]                                  # PREV's centre
+        has = centre >= 0
+        flags[:, 11] = has & (centre == ids[:, N_PREV])                           # == PREV2
+        flags[:, 12] = has & (centre == ids[:, N_PREV + 1])                       # == IFRAME
+        flags[:, 13] = has & (centre == ids[:, N_PREV + N_PREV2 + N_IFRAME + N_SAME + 4])   # == LINK's centre
+        flags *= 127
+        flags[:, 14] = np.where(has, 127 * (ids[:, :N_PREV] == centre[:, None]).sum(axis=1) // 9, 0)
+        if f >= 2:                                          # motion: frame f-1 against f-2 at its places
+            a = frames[f - 1]
+            Ra, Ca = a.shape
+            Rb, Cb = frames[f - 2].shape
+            ya, xa = np.meshgrid(place(np.arange(Ra), Ra, Rb), place(np.arange(Ca), Ca, Cb), indexing="ij")
+            equal = int((a == frames[f - 2][ya, xa]).sum())
+            flags[:, 15] = 127
+            flags[:, 16] = 127 * equal // (Ra * Ca)
         return ids, flags
 
 
@@ -334,14 +353,15 @@ class ContextModel:
 
     # -- the network --
     def logits(self, ids: np.ndarray, flags: np.ndarray) -> np.ndarray:
-        """Integer logits ``n x K`` (int64, units of 2**-32 nat) for ``n`` slots."""
+        """Integer logits ``n x K`` (int64, units of 2**-32 nat) for ``n`` slots (``ids``,
+        ``flags``: ``GroupLayout.taps``)."""
         n, K, D = len(ids), self.codebook_size, self._code.shape[1]
         avail = ids >= 0
         tok = np.where(avail, ids, 0)
         x = np.empty((n, N_TAPS * D + N_TAPS + N_FLAGS), dtype=np.float64)
         x[:, :N_TAPS * D] = (self._code[tok] * avail[..., None]).reshape(n, -1)
         x[:, N_TAPS * D:N_TAPS * (D + 1)] = 127 * avail
-        x[:, N_TAPS * (D + 1):] = 127 * flags
+        x[:, N_TAPS * (D + 1):] = flags
         a = x
         for w, b, m in self._layers:
             a = _requant((a @ w).astype(np.int64) + b, m, 0, 255).astype(np.float64)

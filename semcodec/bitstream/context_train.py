@@ -92,7 +92,7 @@ def group_tokens(data: dict, i: int) -> np.ndarray:
 
 def features(data: dict, groups, config, link: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every token of ``groups`` with its context, exactly as the coder sees it: ``(ids N x 28
-    int16, flags N x 11 uint8, targets N int16)``. ``config``: the codec config (token counts,
+    int16, features N x 17 uint8, targets N int16)``. ``config``: the codec config (token counts,
     GOP, patch); ``link``: give groups whose clip has a group before them that group's frames."""
     from ..model.masks import lattice_shape
     from .context import GroupLayout
@@ -123,7 +123,7 @@ CLAMP_NATS = 16 * float(np.log(2))     # the lookup table's floor: 2**-16 of the
 
 def float_net(codebook8: np.ndarray, hidden=(256, 256), query=32, bias=None):
     """The float twin of ``context.ContextModel`` (same inputs, same layers): a torch module
-    ``(ids n x 28 long, flags n x 11) -> logits n x K`` in nats."""
+    ``(ids n x 28 long, features n x 17) -> logits n x K`` in nats."""
     import torch
     import torch.nn as nn
     from .context import N_FLAGS, N_TAPS
@@ -144,7 +144,7 @@ def float_net(codebook8: np.ndarray, hidden=(256, 256), query=32, bias=None):
         def hidden(self, ids, flags):
             avail = ids >= 0
             tok = ids.clamp(min=0)
-            x = torch.cat([(self.E[tok] * avail[..., None]).flatten(1), avail.float(), flags.float()], 1)
+            x = torch.cat([(self.E[tok] * avail[..., None]).flatten(1), avail.float(), flags.float() / 127], 1)
             h1 = torch.relu(self.l1(x))
             return x, h1, torch.relu(self.l2(h1))
 
@@ -197,6 +197,38 @@ def to_integer(net, ids, flags, config: dict, percentile: float = 99.99):
         t["out.mult"] = np.round(su * s_q * 2.0 ** LOGIT_FRAC).astype(np.int64)
         t["out.bias"] = np.round(net.bias.double().numpy() * 2.0 ** LOGIT_FRAC).astype(np.int64)
         t["lut"] = np.maximum(1, np.round(65536 * np.exp(-np.arange(356) / 32))).astype(np.int32)
+    return ContextModel(t, config)
+
+
+def random_model(codebook_size: int, codebook_dim: int, model_hash: str, hidden=(8, 8), query: int = 4,
+                 seed: int = 0, patch: int = 16, iframe_passes: int = 4, pframe_passes: int = 2,
+                 log_prior: np.ndarray | None = None):
+    """A small context model with random integer weights (valid, deterministic in ``seed``): for
+    tests and fuzzing. With ``log_prior`` (K natural-log probabilities) its logits are those plus
+    small random terms, so it codes tokens of that distribution in fewer bits than fixed-width."""
+    from .context import LOGIT_FRAC, N_FLAGS, N_TAPS, ContextModel
+    rng = np.random.default_rng(seed)
+    K, D, (H1, H2), Q = codebook_size, codebook_dim, hidden, query
+    i8 = lambda *shape: rng.integers(-127, 128, shape).astype(np.int8)          # noqa: E731
+    mult = lambda n, lo, hi: rng.integers(lo, hi, n).astype(np.int32)           # noqa: E731
+    t = {"codebook": i8(K, D),
+         "l1.weight": i8(H1, N_TAPS * D + N_TAPS + N_FLAGS), "l1.bias": rng.integers(-5000, 5000, H1).astype(np.int32),
+         "l1.mult": mult(H1, 1 << 8, 1 << 12),
+         "l2.weight": i8(H2, H1), "l2.bias": rng.integers(-5000, 5000, H2).astype(np.int32),
+         "l2.mult": mult(H2, 1 << 14, 1 << 17),
+         "query.weight": i8(Q, H2), "query.bias": rng.integers(-500, 500, Q).astype(np.int32),
+         "query.mult": mult(Q, 1 << 14, 1 << 17),
+         "gate.weight": i8(N_TAPS, H2), "gate.bias": rng.integers(0, 5000, N_TAPS).astype(np.int32),
+         "gate.mult": mult(N_TAPS, 1 << 20, 1 << 22),
+         "out.weight": i8(K, Q), "out.mult": rng.integers(1 << 16, 1 << 18, K).astype(np.int64),
+         "out.bias": rng.integers(-(2 << LOGIT_FRAC), 2 << LOGIT_FRAC, K).astype(np.int64),
+         "lut": np.maximum(1, np.round(65536 * np.exp(-np.arange(356) / 32))).astype(np.int32)}
+    if log_prior is not None:
+        t["out.bias"] = np.round(np.asarray(log_prior, dtype=np.float64) * 2.0 ** LOGIT_FRAC).astype(np.int64)
+        t["out.mult"] = rng.integers(1 << 8, 1 << 10, K).astype(np.int64)
+        t["gate.mult"] = mult(N_TAPS, 1 << 10, 1 << 12)
+    config = {"model_hash": model_hash, "model_name": "random", "patch": patch,
+              "iframe_passes": iframe_passes, "pframe_passes": pframe_passes}
     return ContextModel(t, config)
 
 

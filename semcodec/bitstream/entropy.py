@@ -207,7 +207,7 @@ def complete_params(mode: str, codebook_size: int, params: dict | None,
             raise ValueError("entropy mode 'context' needs a context model")
         p.setdefault("coder", CODER)
         p.setdefault("precision", PRECISION)
-        if p.setdefault("context_sha256", context.hash) != context.hash:
+        if not digest_matches(context.hash, p.setdefault("context_sha256", context.hash)):
             raise ValueError("entropy_params['context_sha256'] does not match the context model")
         p.setdefault("link", DEFAULT_LINK)
         if rows is not None:
@@ -222,7 +222,7 @@ def complete_params(mode: str, codebook_size: int, params: dict | None,
             if prior_q is None:
                 raise ValueError(f"entropy mode {mode!r} with the prior needs prior_counts")
             digest = prior_digest(prior_q)
-            if p.setdefault("prior_sha256", digest) != digest:
+            if not digest_matches(digest, p.setdefault("prior_sha256", digest)):
                 raise ValueError("entropy_params['prior_sha256'] does not match prior_counts")
         if mode == "adaptive":
             p.setdefault("block", DEFAULT_BLOCK)
