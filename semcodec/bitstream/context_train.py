@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -233,7 +234,7 @@ def random_model(codebook_size: int, codebook_dim: int, model_hash: str, hidden=
 
 
 def train(tokens: str, out: str, minutes: float, model: str | None = None, seed: int = 0,
-          hidden=(256, 256), query=32, batch: int = 1024, lr: float = 2e-3, val_groups: int = 100) -> dict:
+          hidden=(256, 256), query=32, batch: int = 1024, lr: float = 2e-3, val_groups: int = 40) -> dict:
     """Fit the float net to the token streams of ``tokens`` for ``minutes`` of CPU time (feature
     building included), round it to integers, write it to ``out``; returns a report."""
     import torch
@@ -276,22 +277,21 @@ def train(tokens: str, out: str, minutes: float, model: str | None = None, seed:
         loss.backward()
         opt.step()
         step += 1
-        if step % 500 == 0:
-            log.append((step, float(loss) / np.log(2)))
+        if step % 2000 == 0:
+            log.append((step, float(loss.detach()) / np.log(2)))
             print(f"step {step} {log[-1][1]:.3f} bits/token, {time.process_time() - t0:.0f} CPU s", file=sys.stderr)
     net.eval()
     with torch.no_grad():
-        va_float = float(np.mean([clamped_nll(net(torch.from_numpy(va_ids[s:s + 4096]).long(),
-                                                  torch.from_numpy(va_flags[s:s + 4096])),
-                                              torch.from_numpy(va_y[s:s + 4096])) * len(va_y[s:s + 4096])
-                                  for s in range(0, len(va_y), 4096)]) * len(range(0, len(va_y), 4096))
-                         / len(va_y) / np.log(2))
+        nll = sum(float(clamped_nll(net(torch.from_numpy(va_ids[j:j + 4096]).long(), torch.from_numpy(va_flags[j:j + 4096])),
+                                    torch.from_numpy(va_y[j:j + 4096]))) * len(va_y[j:j + 4096])
+                  for j in range(0, len(va_y), 4096))
+    va_float = nll / len(va_y) / np.log(2)
     calib = rng.choice(len(tr_y), size=min(20000, len(tr_y)), replace=False)
     config = {"model_hash": ck.content_hash, "model_name": cfg.name, "patch": cfg.patch,
               "iframe_passes": 4, "pframe_passes": 2,
-              "trained_on": f"{n - int(is_val.sum())} groups of {tokens}", "steps": step}
+              "trained_on": f"{n - int(is_val.sum())} groups ({len(tr_y)} tokens) of {Path(tokens).name}",
+              "steps": step}
     cm = to_integer(net, tr_ids[calib].astype(np.int64), tr_flags[calib], config)
-    torch.save(net.state_dict(), out + ".float.pt")                # for experiments; not shipped
     va_int = integer_bits(cm, va_ids, va_flags, va_y)
     digest = cm.save(out)
     report = {"steps": step, "train_tokens": int(len(tr_y)), "val_tokens": int(len(va_y)),
