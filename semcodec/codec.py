@@ -359,9 +359,8 @@ def verify_stream(path, model: str | None = None) -> dict:
     needs_context = h.entropy_mode == "context"
     if needs_prior(h.entropy_mode, h.entropy_params) or needs_context:
         if model is None and h.model_name not in shipped_models():
-            raise CodecError(f"the stream is entropy-coded with model '{h.model_name}''s "
-                             f"{'context model' if needs_context else 'token prior'}, and semcodec does not "
-                             f"ship it: give the model with --model")
+            raise CodecError(f"the stream is entropy-coded with the {'context model' if needs_context else 'token prior'} "
+                             f"of model '{h.model_name}', which semcodec does not ship: give the model with --model")
         weights = model_file(model or h.model_name)
         if weights is None or not weights.is_file():
             raise CodecError(f"no such model file: {model}")

@@ -1006,3 +1006,57 @@ def test_fuzz_crafted_header_bodies(fuzz_files, data):
         _read_all(path, prior, mode)
     except BitstreamError as e:
         assert "\n" not in str(e) and str(e).startswith(path + " ")
+
+
+# --------------------------------------------------------------------------------------------
+# semcodec info --verify
+# --------------------------------------------------------------------------------------------
+
+def _cli(capsys, *args) -> tuple[int, str, str]:
+    from semcodec.cli import main
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_info_verify_golden_streams(capsys):
+    """Every golden stream verifies: format 1 with the prior read from s128's file, format 2
+    in every mode (the context mode with s128's context model)."""
+    for name in [f"v1-sample-{m}.bin" for m in MODES] + [f"v2-sample-{m}.bin" for m in ENTROPY_MODES]:
+        code, out, err = _cli(capsys, "info", os.path.join(STREAMS, name), "--verify")
+        assert code == 0 and err == "", (name, err)
+        line = out.splitlines()[-1]
+        assert line.startswith("  verified  3 groups entropy-decoded (2848 tokens), every CRC and the layout check; "
+                               "entropy model: "), line
+        assert line.endswith("none") == ("fixed" in name), line
+    code, out, _ = _cli(capsys, "info", os.path.join(STREAMS, "v2-sample-context.bin"), "--verify", "--json")
+    info = json.loads(out)
+    assert info["verified"] and info["tokens_decoded"] == 2848 and info["format"] == "2.0"
+    assert info["entropy_model"].startswith("context model s128.context.safetensors (")
+    assert info["overhead_bytes"] <= 120 and info["bytes"] == info["payload_bytes"] + info["overhead_bytes"]
+
+
+def test_info_verify_finds_damage_and_needs_the_model(tmp_path, capsys):
+    data = bytearray(open(os.path.join(STREAMS, "v2-sample-adaptive.bin"), "rb").read())
+    with StreamReader(os.path.join(STREAMS, "v2-sample-adaptive.bin")) as r:
+        off = r._offsets[1]
+    data[off + 9] ^= 0x20
+    p = tmp_path / "bad.bin"
+    p.write_bytes(bytes(data))
+    code, out, err = _cli(capsys, "info", str(p))            # without --verify: the index is fine
+    assert code == 0
+    code, out, err = _cli(capsys, "info", str(p), "--verify")
+    assert code == 1 and out == ""
+    assert err.splitlines() in ([f"error: {p} is corrupt: group 1 of 3 fails its CRC32 check"],
+                                [f"error: {p} is corrupt: group 1 of 3 does not decode: payload does not decode to "
+                                 f"exactly the expected tokens (data left over after the last token)"])
+    h = make_header("prior", frames=20)
+    h = dataclasses.replace(h, model_name="mine")
+    write(tmp_path / "mine.bin", h, make_groups(h, "skewed"), prior_for(2048))
+    code, _, err = _cli(capsys, "info", str(tmp_path / "mine.bin"), "--verify")
+    assert (code, err) == (1, "error: the stream is entropy-coded with the token prior of model 'mine', which "
+                              "semcodec does not ship: give the model with --model\n")
+    h = make_header("adaptive", frames=20)
+    write(tmp_path / "uni.bin", h, make_groups(h, "skewed"))            # uniform start: needs nothing
+    code, out, err = _cli(capsys, "info", str(tmp_path / "uni.bin"), "--verify")
+    assert code == 0 and out.splitlines()[-1].endswith("entropy model: none")

@@ -574,6 +574,8 @@ class StreamReader:
         start, valid = h.group_span(i)
         if self.version == 1:
             return GroupRecord(i, start, valid, self._read_v1(i))
+        if self._cache and self._cache[0] == i:
+            return GroupRecord(i, start, valid, self._cache[1].copy())
         first = i                                 # decode from the group the link chain starts at
         while _linked(h, first) and not (self._cache and self._cache[0] == first - 1):
             first -= 1

@@ -25,10 +25,11 @@ products with learned code embeddings, plus a per-code bias and a learned bonus 
 own token id ("copy"), are the logits. Integer logits -> an exp lookup table -> integer counts
 -> the probability rule of ``entropy.quantize_counts`` (24 bits), row by row.
 
-Every step is integer arithmetic. The three matrix products run as float64 BLAS on integer
-values whose every partial sum stays below 2**53 (checked on load: at most 1024 inputs of
-|x| <= 255 times int8 weights), so their results are exact whatever the summation order, FMA,
-blocking or thread count: the same counts on any machine.
+Every step is integer arithmetic. The matrix products run as float64 BLAS on integer values
+whose every partial sum stays below 2**53 (checked on load: at most 1024 inputs of |x| <= 255
+times int8 weights: below 2**25), so their results are exact whatever the summation order, FMA,
+blocking or thread count; the bounds on biases and multipliers keep every later product and sum
+below 2**62 in int64. The same counts on any machine.
 """
 from __future__ import annotations
 
@@ -221,6 +222,7 @@ _TENSORS = {   # name: (dtype, shape with symbolic sizes)
 }
 MAX_MULT = 1 << 30             # requantisation and gate multipliers
 MAX_OUT_MULT = 1 << 36         # |query . embedding| < 2**19, so every logit term stays below 2**55
+MAX_BIAS = 1 << 24             # layer biases: |acc| < 2**26 before requantisation
 MAX_OUT_BIAS = 1 << 48
 MAX_LUT = 1 << 16
 
@@ -311,6 +313,9 @@ class ContextModel:
             hi = MAX_OUT_MULT if name == "out.mult" else MAX_MULT
             if t[name].min() < 0 or t[name].max() > hi:
                 raise ValueError(f"context model tensor '{name}' must hold values in [0, 2^{hi.bit_length() - 1}]")
+        for name in ("l1.bias", "l2.bias", "query.bias", "gate.bias"):
+            if np.abs(t[name].astype(np.int64)).max() > MAX_BIAS:
+                raise ValueError(f"context model tensor '{name}' must hold values in [-2^24, 2^24]")
         if np.abs(t["out.bias"]).max() > MAX_OUT_BIAS:
             raise ValueError("context model tensor 'out.bias' must hold values in [-2^48, 2^48]")
         lut = t["lut"]
