@@ -224,7 +224,7 @@ MAX_MULT = 1 << 30             # requantisation and gate multipliers
 MAX_OUT_MULT = 1 << 36         # |query . embedding| < 2**19, so every logit term stays below 2**55
 MAX_BIAS = 1 << 24             # layer biases: |acc| < 2**26 before requantisation
 MAX_OUT_BIAS = 1 << 48
-MAX_LUT = 1 << 16
+MAX_LUT = 1 << 18
 
 
 def context_hash(tensors: dict[str, np.ndarray], config_json: str) -> str:
@@ -320,7 +320,7 @@ class ContextModel:
             raise ValueError("context model tensor 'out.bias' must hold values in [-2^48, 2^48]")
         lut = t["lut"]
         if lut.min() < 1 or lut.max() > MAX_LUT or np.any(np.diff(lut) > 0):
-            raise ValueError("context model lookup table must be non-increasing values in [1, 2^16]")
+            raise ValueError("context model lookup table must be non-increasing values in [1, 2^18]")
         if t["codebook"].min() < -127:
             raise ValueError("context model codebook values must be in [-127, 127]")
 

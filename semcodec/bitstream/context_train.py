@@ -119,7 +119,7 @@ def features(data: dict, groups, config, link: bool = True) -> tuple[np.ndarray,
 # the float network and its rounding to integers
 # --------------------------------------------------------------------------------------------
 
-CLAMP_NATS = 16 * float(np.log(2))     # the lookup table's floor: 2**-16 of the top count
+LUT_TOP = 1 << 18           # the lookup table's best count; every token keeps at least 1 of it
 
 
 def float_net(codebook8: np.ndarray, hidden=(256, 256), query=32, bias=None):
@@ -158,11 +158,11 @@ def float_net(codebook8: np.ndarray, hidden=(256, 256), query=32, bias=None):
     return Net()
 
 
-def clamped_nll(z, target):
-    """Cross-entropy under the lookup table's floor (``context``: counts >= 1 of 65536 for the top)."""
+def nll(z, target):
+    """Cross-entropy in nats. (A softmax clamped at the lookup table's floor, the integer model's
+    exact twin, lets logits below the floor drift without a gradient: training diverged with it.)"""
     import torch
-    zc = torch.maximum(z, z.max(dim=1, keepdim=True).values.detach() - CLAMP_NATS)
-    return torch.nn.functional.cross_entropy(zc, target.long())
+    return torch.nn.functional.cross_entropy(z, target.long())
 
 
 def to_integer(net, ids, flags, config: dict, percentile: float = 99.99):
@@ -197,8 +197,14 @@ def to_integer(net, ids, flags, config: dict, percentile: float = 99.99):
         t["out.weight"] = np.round(u / su[:, None]).astype(np.int8)
         t["out.mult"] = np.round(su * s_q * 2.0 ** LOGIT_FRAC).astype(np.int64)
         t["out.bias"] = np.round(net.bias.double().numpy() * 2.0 ** LOGIT_FRAC).astype(np.int64)
-        t["lut"] = np.maximum(1, np.round(65536 * np.exp(-np.arange(356) / 32))).astype(np.int32)
+        t["lut"] = lut()
     return ContextModel(t, config)
+
+
+def lut() -> np.ndarray:
+    """``max(1, round(2**18 exp(-i / 32)))`` for ``i < 400``: steps of 1/32 nat down to a count
+    of 1 (a token more than 18 ln 2 nats below the best keeps 2**-18 of its count)."""
+    return np.maximum(1, np.round(LUT_TOP * np.exp(-np.arange(400) / 32))).astype(np.int32)
 
 
 def random_model(codebook_size: int, codebook_dim: int, model_hash: str, hidden=(8, 8), query: int = 4,
@@ -223,7 +229,7 @@ def random_model(codebook_size: int, codebook_dim: int, model_hash: str, hidden=
          "gate.mult": mult(N_TAPS, 1 << 20, 1 << 22),
          "out.weight": i8(K, Q), "out.mult": rng.integers(1 << 16, 1 << 18, K).astype(np.int64),
          "out.bias": rng.integers(-(2 << LOGIT_FRAC), 2 << LOGIT_FRAC, K).astype(np.int64),
-         "lut": np.maximum(1, np.round(65536 * np.exp(-np.arange(356) / 32))).astype(np.int32)}
+         "lut": lut()}
     if log_prior is not None:
         t["out.bias"] = np.round(np.asarray(log_prior, dtype=np.float64) * 2.0 ** LOGIT_FRAC).astype(np.int64)
         t["out.mult"] = rng.integers(1 << 8, 1 << 10, K).astype(np.int64)
@@ -272,7 +278,7 @@ def train(tokens: str, out: str, minutes: float, model: str | None = None, seed:
         for g in opt.param_groups:                                   # cosine to 1/20 over the budget
             g["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * done)))
         idx = torch.randint(0, len(y_t), (batch,))
-        loss = clamped_nll(net(ids_t[idx].long(), flags_t[idx]), y_t[idx])
+        loss = nll(net(ids_t[idx].long(), flags_t[idx]), y_t[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -282,7 +288,7 @@ def train(tokens: str, out: str, minutes: float, model: str | None = None, seed:
             print(f"step {step} {log[-1][1]:.3f} bits/token, {time.process_time() - t0:.0f} CPU s", file=sys.stderr)
     net.eval()
     with torch.no_grad():
-        nll = sum(float(clamped_nll(net(torch.from_numpy(va_ids[j:j + 4096]).long(), torch.from_numpy(va_flags[j:j + 4096])),
+        nll = sum(float(nll(net(torch.from_numpy(va_ids[j:j + 4096]).long(), torch.from_numpy(va_flags[j:j + 4096])),
                                     torch.from_numpy(va_y[j:j + 4096]))) * len(va_y[j:j + 4096])
                   for j in range(0, len(va_y), 4096))
     va_float = nll / len(va_y) / np.log(2)
