@@ -1,6 +1,6 @@
 """Entropy coding: bits per token of real clips in every mode, and speed.
 
-    python -m bench.coding --clips CLIP... [--model s128] [--modes ...] [--out coding.json]
+    python -m bench.coding --clips CLIP... [--model s128] [--modes ...] [--link N] [--out coding.json]
     python -m bench.coding [--repeat 5] [--damaged 200] [--max-ms 50] [--max-damaged-s 5]
 
 With ``--clips``: each clip is tokenized once by the model (``Codec.iter_encode``), then written
@@ -67,8 +67,10 @@ def group_ms(mode: str, repeat: int) -> float | None:
     return 1e3 * best
 
 
-def clip_table(clips: list[str], model: str | None, modes, folder: Path, log=print) -> list[dict]:
-    """One entry per clip x mode: bits per token and sizes of real token streams."""
+def clip_table(clips: list[str], model: str | None, modes, folder: Path, log=print,
+               link: int | None = None) -> list[dict]:
+    """One entry per clip x mode: bits per token and sizes of real token streams (``link``: the
+    context mode's, default the writer's)."""
     import dataclasses
     from semcodec.codec import Codec
     codec = Codec.load(model, "cpu")
@@ -78,7 +80,10 @@ def clip_table(clips: list[str], model: str | None, modes, folder: Path, log=pri
         records = list(groups)
         for mode in modes:
             path = folder / f"{Path(clip).stem}-{mode}.bin"
-            h = dataclasses.replace(header, entropy_mode=mode, entropy_params=codec.entropy_params(header, mode))
+            params = codec.entropy_params(header, mode)
+            if mode == "context" and link is not None:
+                params["link"] = link
+            h = dataclasses.replace(header, entropy_mode=mode, entropy_params=params)
             t0 = time.process_time()
             with StreamWriter(path, h, prior_counts=codec.prior, context=codec.context_model) as w:
                 for r in records:
@@ -95,6 +100,7 @@ def clip_table(clips: list[str], model: str | None, modes, folder: Path, log=pri
                          "payload_bytes": w.payload_bytes, "bytes": size, "overhead_bytes": size - w.payload_bytes,
                          "escaped_groups": w.escaped, "bits_per_token": 8 * w.payload_bytes / w.header.total_tokens,
                          "encode_cpu_s": t1 - t0, "decode_cpu_s": t2 - t1,
+                         "entropy_params": {k: v for k, v in w.header.entropy_params.items() if not k.endswith("sha256")},
                          "duration_s": header.duration})
             log(f"  {rows[-1]['clip']} {mode}: {rows[-1]['bits_per_token']:.3f} bits/token", file=sys.stderr)
     return rows
@@ -154,6 +160,8 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=None, help="with --clips [default: s128]")
     p.add_argument("--modes", nargs="+", default=list(ENTROPY_MODES), choices=ENTROPY_MODES)
     p.add_argument("--out", default=None, help="with --clips: write the entries as JSON here")
+    p.add_argument("--link", type=int, default=None, help="with --clips: the context mode's link period "
+                   "(0: every group on its own) [default: the writer's, 8]")
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--damaged", type=int, default=200)
     p.add_argument("--max-ms", type=float, default=50.0, help="target per group, encode + decode")
@@ -163,7 +171,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.clips:
         with tempfile.TemporaryDirectory() as d:
-            rows = clip_table(a.clips, a.model, a.modes, Path(d))
+            rows = clip_table(a.clips, a.model, a.modes, Path(d), link=a.link)
         print_table(rows, a.modes)
         if a.out:
             Path(a.out).write_text(json.dumps({"name": "semcodec-coding", "entries": rows}, indent=1) + "\n")

@@ -192,19 +192,25 @@ def test_independent_decoder_of_a_context_group():
 
 
 def test_float64_products_are_exact_integers():
-    """The network's BLAS products equal the same products in int64 (no BLAS) on a large batch
-    at the widest inputs a model may have (|x| <= 127 into int8 weights, 1024 inputs)."""
+    """The network's float64 products (torch and numpy's BLAS alike) equal the same products in
+    int64 on a large batch at the widest inputs a model may have (1024 inputs of |x| <= 255 into
+    int8 weights)."""
+    from semcodec.bitstream.context import _Product
     rng = np.random.default_rng(0)
-    W = rng.integers(-127, 128, (1024, 300))
-    X = rng.integers(-127, 128, (512, 1024))
-    assert np.array_equal((X.astype(np.float64) @ W.astype(np.float64)).astype(np.int64), X @ W)
-    A = rng.integers(0, 256, (512, 1024))
-    assert np.array_equal((A.astype(np.float64) @ W.astype(np.float64)).astype(np.int64), A @ W)
+    W = rng.integers(-127, 128, (300, 1024)).astype(np.int8)
+    exact = W.astype(np.int64).T
+    for X in (rng.integers(-127, 128, (512, 1024)), rng.integers(0, 256, (512, 1024)),
+              np.full((64, 1024), 255), np.full((64, 1024), -127)):
+        want = X @ exact                                       # int64, no BLAS
+        assert np.array_equal(_Product(W)(X.astype(np.float64)), want)
+        assert np.array_equal((X.astype(np.float64) @ exact.astype(np.float64)).astype(np.int64), want)
 
 
 THREADS = r"""
 import hashlib, json, sys
 import numpy as np
+import torch
+torch.set_num_threads(int(sys.argv[2]))
 from semcodec.bitstream import StreamReader
 from semcodec.codec import Codec
 c = Codec.load("s128", "cpu")
@@ -225,7 +231,7 @@ def test_one_and_two_threads_decode_the_same():
     out = {}
     for n in (1, 2):
         env = {**os.environ, "OMP_NUM_THREADS": str(n), "OPENBLAS_NUM_THREADS": str(n), "MKL_NUM_THREADS": str(n)}
-        r = subprocess.run([sys.executable, "-c", THREADS, os.path.join(STREAMS, "v2-sample-context.bin")],
+        r = subprocess.run([sys.executable, "-c", THREADS, os.path.join(STREAMS, "v2-sample-context.bin"), str(n)],
                            capture_output=True, text=True, env=env, timeout=600)
         assert r.returncode == 0, r.stderr[-2000:]
         out[n] = json.loads(r.stdout)

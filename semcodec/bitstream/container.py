@@ -478,7 +478,7 @@ class StreamReader:
         try:
             for i in range(n):
                 p0 = cur.pos
-                v = cur.varint("payload length", 0, size)
+                v = cur.varint("payload length", 0, 2 * size + 1)
                 entries.append((index[p0:cur.pos], struct.unpack("<I", cur.take(4, "CRC32"))[0]))
                 lengths.append(v >> 1)
                 escaped.append(bool(v & 1))

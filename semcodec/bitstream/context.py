@@ -25,8 +25,8 @@ products with learned code embeddings, plus a per-code bias and a learned bonus 
 own token id ("copy"), are the logits. Integer logits -> an exp lookup table -> integer counts
 -> the probability rule of ``entropy.quantize_counts`` (24 bits), row by row.
 
-Every step is integer arithmetic. The matrix products run as float64 BLAS on integer values
-whose every partial sum stays below 2**53 (checked on load: at most 1024 inputs of |x| <= 255
+Every step is integer arithmetic. The matrix products run as float64 products (torch, CPU) on
+integer values whose every partial sum stays below 2**53 (checked on load: at most 1024 inputs of |x| <= 255
 times int8 weights: below 2**25), so their results are exact whatever the summation order, FMA,
 blocking or thread count; the bounds on biases and multipliers keep every later product and sum
 below 2**62 in int64. The same counts on any machine.
@@ -251,15 +251,13 @@ class ContextModel:
         self.config_json = json.dumps(self.config, sort_keys=True, separators=(",", ":"))
         self.hash = context_hash(self.tensors, self.config_json)
         t = self.tensors
-        f64 = lambda name: t[name].astype(np.float64)           # noqa: E731  (int8 -> exact float64)
+        f64 = lambda name: _Product(t[name])                    # noqa: E731  (int8 -> exact float64)
         self._code = t["codebook"].astype(np.float64)
-        self._layers = [(f64(f"{n}.weight").T.copy(), t[f"{n}.bias"].astype(np.int64),
+        self._layers = [(f64(f"{n}.weight"), t[f"{n}.bias"].astype(np.int64),
                          t[f"{n}.mult"].astype(np.int64)) for n in ("l1", "l2")]
-        self._query = (f64("query.weight").T.copy(), t["query.bias"].astype(np.int64),
-                       t["query.mult"].astype(np.int64))
-        self._gate = (f64("gate.weight").T.copy(), t["gate.bias"].astype(np.int64),
-                      t["gate.mult"].astype(np.int64))
-        self._out = f64("out.weight").T.copy()
+        self._query = (f64("query.weight"), t["query.bias"].astype(np.int64), t["query.mult"].astype(np.int64))
+        self._gate = (f64("gate.weight"), t["gate.bias"].astype(np.int64), t["gate.mult"].astype(np.int64))
+        self._out = f64("out.weight")
         self._out_mult = t["out.mult"].astype(np.int64)
         self._out_bias = t["out.bias"].astype(np.int64)
         self._lut = t["lut"].astype(np.int64)
@@ -369,12 +367,12 @@ class ContextModel:
         x[:, N_TAPS * (D + 1):] = flags
         a = x
         for w, b, m in self._layers:
-            a = _requant((a @ w).astype(np.int64) + b, m, 0, 255).astype(np.float64)
+            a = _requant(w(a) + b, m, 0, 255).astype(np.float64)
         wq, bq, mq = self._query
-        q = _requant((a @ wq).astype(np.int64) + bq, mq, -127, 127).astype(np.float64)
-        z = (q @ self._out).astype(np.int64) * self._out_mult + self._out_bias
+        q = _requant(wq(a) + bq, mq, -127, 127).astype(np.float64)
+        z = self._out(q) * self._out_mult + self._out_bias
         wg, bg, mg = self._gate
-        g = ((a @ wg).astype(np.int64) + bg) * mg * avail
+        g = (wg(a) + bg) * mg * avail
         rows = np.repeat(np.arange(n), N_TAPS)
         np.add.at(z, (rows, tok.ravel()), g.ravel())       # each tap's bonus on its own token
         return z
@@ -385,6 +383,21 @@ class ContextModel:
         d = (z.max(axis=1, keepdims=True) - z) >> LUT_SHIFT
         counts = self._lut[np.minimum(d, len(self._lut) - 1)]
         return quantize_rows(counts)
+
+
+class _Product:
+    """``x -> x @ W.T`` for integer-valued float64 ``x`` and an int8 weight ``W``, as int64: a
+    float64 matrix product, exact because every partial sum is an integer below 2**53. Run by
+    torch on the CPU (its thread pool is the one the codec's network uses, so the two never
+    oversubscribe the cores; numpy's BLAS would start threads of its own)."""
+
+    def __init__(self, weight: np.ndarray):
+        import torch
+        self._w = torch.from_numpy(weight.astype(np.float64).T.copy())
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        import torch
+        return (torch.from_numpy(np.ascontiguousarray(x)) @ self._w).numpy().astype(np.int64)
 
 
 def _requant(acc: np.ndarray, mult: np.ndarray, lo: int, hi: int) -> np.ndarray:
