@@ -760,6 +760,8 @@ def test_format2_crafted_headers(tmp_path, seven2):
     assert err(p) == f"{p} has an invalid file header: field 'model_name' is not minimally encoded"
     p = _put(tmp_path, _rewrite_body(data, body[:33] + b"\x00" + body[34:]))
     assert err(p) == f"{p} has an invalid file header: field 'model_name' must be 1 to 255 bytes long, got 0"
+    p = _put(tmp_path, _rewrite_body(data, body[:35] + b"\n" + body[36:]))                # s\n28
+    assert err(p) == f"{p} has an invalid file header: field 'model_name' must be printable, got 's\\n28'"
     p = _put(tmp_path, _rewrite_body(data, body[:-12]))
     assert err(p).startswith(f"{p} has an invalid file header: the file header ends inside field ")
     p = _put(tmp_path, _rewrite_body(data, body[:-2] + bytes([5, 8])))              # 5 rows: 224 / 5

@@ -142,6 +142,8 @@ def normalized(h: StreamHeader, check_entropy: bool = True) -> StreamHeader:
     skips ``entropy_params`` (the writer completes them afterwards)."""
     if not isinstance(h.model_name, str) or not 1 <= len(h.model_name) <= 256:
         raise HeaderError(f"field 'model_name' must be a string of 1..256 characters, got {h.model_name!r}")
+    if not h.model_name.isprintable():          # it appears in messages, which are one line
+        raise HeaderError(f"field 'model_name' must be printable, got {h.model_name!r}")
     if not isinstance(h.model_hash, str) or len(h.model_hash) not in (32, 64) or not set(h.model_hash) <= _HEX:
         raise HeaderError(f"field 'model_hash' must be 32 or 64 lowercase hex digits, got {h.model_hash!r}")
     v: dict[str, Any] = {"src_fps": _float(h, "src_fps"), "semantic_fps": _float(h, "semantic_fps")}
