@@ -288,10 +288,10 @@ def train(tokens: str, out: str, minutes: float, model: str | None = None, seed:
             print(f"step {step} {log[-1][1]:.3f} bits/token, {time.process_time() - t0:.0f} CPU s", file=sys.stderr)
     net.eval()
     with torch.no_grad():
-        nll = sum(float(nll(net(torch.from_numpy(va_ids[j:j + 4096]).long(), torch.from_numpy(va_flags[j:j + 4096])),
+        total = sum(float(nll(net(torch.from_numpy(va_ids[j:j + 4096]).long(), torch.from_numpy(va_flags[j:j + 4096])),
                                     torch.from_numpy(va_y[j:j + 4096]))) * len(va_y[j:j + 4096])
                   for j in range(0, len(va_y), 4096))
-    va_float = nll / len(va_y) / np.log(2)
+    va_float = total / len(va_y) / np.log(2)
     calib = rng.choice(len(tr_y), size=min(20000, len(tr_y)), replace=False)
     config = {"model_hash": ck.content_hash, "model_name": cfg.name, "patch": cfg.patch,
               "iframe_passes": 4, "pframe_passes": 2,
@@ -307,42 +307,12 @@ def train(tokens: str, out: str, minutes: float, model: str | None = None, seed:
     return report
 
 
-def integer_bits(cm, ids, flags, y) -> float:
-    """Mean code length (bits/token) of ``y`` under the integer model's probabilities."""
+def integer_bits(cm, ids, flags, y, chunk: int = 512) -> float:
+    """Mean code length (bits/token) of ``y`` under the integer model's probabilities (``chunk``
+    slots at a time: each holds K int64 logits and counts)."""
     from .entropy import PRECISION
     total = 0.0
-    for s in range(0, len(y), 2048):
-        q = cm.probabilities(ids[s:s + 2048].astype(np.int64), flags[s:s + 2048].astype(np.int64))
-        total += float(np.sum(PRECISION - np.log2(q[np.arange(len(q)), y[s:s + 2048].astype(np.int64)])))
+    for s in range(0, len(y), chunk):
+        q = cm.probabilities(ids[s:s + chunk].astype(np.int64), flags[s:s + chunk].astype(np.int64))
+        total += float(np.sum(PRECISION - np.log2(q[np.arange(len(q)), y[s:s + chunk].astype(np.int64)])))
     return total / len(y)
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m semcodec.bitstream.context_train",
-                                description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    e = sub.add_parser("extract", help="tokenize random groups of the training sources")
-    e.add_argument("--data", nargs="+", required=True)
-    e.add_argument("--groups", type=int, default=1500)
-    e.add_argument("--minutes", type=float, default=9.0)
-    e.add_argument("--model", default=None)
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("-o", "--out", required=True)
-    t = sub.add_parser("train", help="fit the context model to extracted token streams")
-    t.add_argument("tokens")
-    t.add_argument("--minutes", type=float, default=15.0, help="CPU minutes, features and export included")
-    t.add_argument("--model", default=None)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("-o", "--out", required=True)
-    a = p.parse_args(argv)
-    if a.cmd == "extract":
-        t = time.process_time()
-        n = extract(a.data, a.groups, a.minutes, a.out, a.model, a.seed)
-        print(f"{n} groups -> {a.out} ({time.process_time() - t:.0f} CPU s)")
-    else:
-        train(a.tokens, a.out, a.minutes, a.model, a.seed)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
