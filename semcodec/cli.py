@@ -19,6 +19,7 @@ Examples:
   semcodec encode video.mp4 -o tokens.bin
   semcodec decode tokens.bin -o recon.mp4
   semcodec decode tokens.bin -o clip.mp4 --start 2 --end 5
+  semcodec decode tokens.bin -o sharp.mp4 --renderer diffusion --steps 20
   semcodec info tokens.bin --json
 """
 
@@ -31,16 +32,17 @@ def _user_errors():
     from .bitstream import BitstreamError
     from .codec import CodecError
     from .data.dataset import DatasetError
+    from .renderers import RendererError
     from .video import VideoError
     from .zoo import ModelError
-    return (BitstreamError, CodecError, DatasetError, VideoError, ModelError, UserError)
+    return (BitstreamError, CodecError, DatasetError, VideoError, ModelError, RendererError, UserError)
 
 
-def _progress(total: int, desc: str):
+def _progress(total: int, desc: str, unit: str = "group"):
     """A tqdm bar on a terminal, nothing otherwise; returns (callback, close)."""
     from tqdm import tqdm
-    bar = tqdm(total=total, desc=desc, unit="group", disable=not sys.stderr.isatty(), leave=False)
-    return (lambda _rec: bar.update(1)), bar.close
+    bar = tqdm(total=total, desc=desc, unit=unit, disable=not sys.stderr.isatty(), leave=False)
+    return (lambda *_: bar.update(1)), bar.close
 
 
 def _check_output(path: str, src: str | None = None) -> None:
@@ -93,7 +95,11 @@ def encode(src, dst, model, entropy, fps, device):
 @click.option("--end", type=float, default=None, help="second to stop at (exclusive)")
 @click.option("--model", default=None, help="model to decode with [default: the one named in the stream]")
 @click.option("--device", default=None)
-def decode(src, dst, start, end, model, device):
+@click.option("--renderer", default=None, help="render with a plugin instead of the model's decoder: NAME or "
+              "NAME:WEIGHTS (e.g. diffusion; semcodec.renderers) [default: the direct decoder]")
+@click.option("--steps", type=int, default=None, help="with --renderer: sampling steps [default: the renderer's]")
+@click.option("--seed", type=int, default=None, help="with --renderer: the seed (same seed, same video) [default: 0]")
+def decode(src, dst, start, end, model, device, renderer, steps, seed):
     """Decode a token stream back to video at the source's size, frame rate and frame count."""
     from .bitstream import StreamReader
     from .codec import Codec
@@ -108,7 +114,15 @@ def decode(src, dst, start, end, model, device):
     codec = Codec.load(model or header.model_name, device)
     codec.check_stream(header)
     span = codec.span(header, start, end)
-    cb, close = _progress(len(span.groups), "decode")
+    if renderer is None and (steps is not None or seed is not None):
+        raise click.UsageError("--steps and --seed go with --renderer")
+    if renderer is not None:
+        from .renderers import load_renderer
+        codec.renderer = load_renderer(renderer, codec, steps=steps, seed=seed or 0)
+        cb, close = _progress(len(span.groups) * codec.renderer.steps, f"render ({renderer})", "step")
+        codec.renderer.on_step, cb = cb, None
+    else:
+        cb, close = _progress(len(span.groups), "decode")
     try:
         codec.decode_file(src, dst, start=start, end=end, progress=cb)
     finally:

@@ -54,6 +54,7 @@ class Codec:
         self.ckpt, self.config, self.device = ckpt, ckpt.config, torch.device(device)
         self.model = ckpt.model.to(self.device).eval()
         self.default_fps: float | None = None      # a named operating point's semantic rate
+        self.renderer = None        # a plugin that replaces the decoder (semcodec.renderers), or None
 
     @classmethod
     def load(cls, model: str | Path | None = None, device: str | None = None) -> "Codec":
@@ -92,6 +93,8 @@ class Codec:
     @torch.inference_mode()
     def decode_group(self, tokens: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
         """token ids -> ``T x h x w x 3`` float in [-1, 1] at the padded model size."""
+        if self.renderer is not None:
+            return self.renderer.decode_group(tokens, size)
         idx = torch.as_tensor(np.asarray(tokens, dtype=np.int64), device=self.device)[None]
         return self.model.decode(idx, size)[0].float().cpu()
 
