@@ -55,9 +55,9 @@ def load_cogvideox(folder, dtype: torch.dtype = torch.float32):
         if not (folder / sub / "config.json").is_file():
             raise FileNotFoundError(f"{folder / sub}: no config.json (a CogVideoX folder in the diffusers layout "
                                     f"holds transformer/ and vae/)")
-    tr = CogVideoXTransformer3DModel.from_pretrained(folder, subfolder="transformer", torch_dtype=dtype,
-                                                     local_files_only=True)
-    vae = AutoencoderKLCogVideoX.from_pretrained(folder, subfolder="vae", torch_dtype=dtype, local_files_only=True)
+    kw = dict(torch_dtype=dtype, local_files_only=True, low_cpu_mem_usage=False)    # (no accelerate needed)
+    tr = CogVideoXTransformer3DModel.from_pretrained(folder, subfolder="transformer", **kw)
+    vae = AutoencoderKLCogVideoX.from_pretrained(folder, subfolder="vae", **kw)
     for m in (tr, vae):
         m.requires_grad_(False)
         m.eval()

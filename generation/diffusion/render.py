@@ -38,7 +38,7 @@ class DiffusionRenderer:
                  guidance: float | None = None, prompt: str | None = None, device="cpu"):
         cfg = model.cfg
         self.model, self.codec, self.cfg = model.to(device).eval(), codec, cfg
-        self.steps = int(steps or cfg.steps)
+        self.steps = cfg.steps if steps is None else int(steps)
         if self.steps < 1:
             raise RendererError(f"--steps must be at least 1, got {self.steps}")
         self.seed, self.sampler, self.device = int(seed), sampler or cfg.sampler, torch.device(device)

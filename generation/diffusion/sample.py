@@ -70,7 +70,10 @@ def sample_latent(model, shape, text, text_mask, sem=None, *, steps: int, genera
         keep = keep.to(dev)
         prefix = prefix.to(dev, x.dtype)
     B = shape[0]
-    text, text_mask = text.to(dev), text_mask.to(dev)
+    text = text.to(dev)
+    if text_mask is None:           # a model that reads every text position (CogVideoX: padded to 226)
+        text_mask = torch.ones(text.shape[:2], dtype=torch.bool, device=dev)
+    text_mask = text_mask.to(dev)
     both = None
     if uncond is not None:
         u, um = uncond
