@@ -119,7 +119,8 @@ def decode(src, dst, start, end, model, device, renderer, steps, seed):
     if renderer is not None:
         from .renderers import load_renderer
         codec.renderer = load_renderer(renderer, codec, steps=steps, seed=seed or 0)
-        cb, close = _progress(len(span.groups) * codec.renderer.steps, f"render ({renderer})", "step")
+        name = renderer.partition(":")[0]
+        cb, close = _progress(len(span.groups) * codec.renderer.steps, f"render ({name})", "step")
         codec.renderer.on_step, cb = cb, None
     else:
         cb, close = _progress(len(span.groups), "decode")
