@@ -149,7 +149,8 @@ def main(argv=None) -> dict:
     print(f"seconds per clip (wall): direct {doc['seconds_per_clip']['direct']:.2f}, renderer "
           f"{doc['seconds_per_clip']['renderer']:.2f}; CPU seconds (all threads): direct "
           f"{doc['cpu_seconds_per_clip']['direct']:.2f}, renderer {doc['cpu_seconds_per_clip']['renderer']:.2f}")
-    print(f"sharpness (mean gradient magnitude / source's): direct {sharp['direct']:.3f}, renderer {sharp['renderer']:.3f}")
+    print(f"sharpness (mean gradient magnitude / source's): direct {sharp['direct']:.3f}, "
+          f"renderer {sharp['renderer']:.3f}")
     print("continuity (boundary / within): " + ", ".join(f"{n} {v['ratio']:.2f}" for n, v in c.items()))
     print("\n| dimension | source | direct | renderer | n |\n|---|---|---|---|---|")
     fmt = lambda v: "-" if v is None else f"{100 * v:.1f}%"                      # noqa: E731

@@ -137,8 +137,9 @@ class RendererModel(nn.Module):
     def attach_control(self) -> None:
         c = self.cfg
         self.control = ControlBranch.from_backbone(self.backbone)
+        dev = next(self.backbone.parameters()).device
         self.upsampler = SemanticUpsampler(c.time_to_depth * c.feature_dim, c.latent_channels, c.up_channels,
-                                           c.up_mult, c.up_res_blocks, c.up_out).to(next(self.backbone.parameters()).device)
+                                           c.up_mult, c.up_res_blocks, c.up_out).to(dev)
 
     def freeze_backbone(self, frozen: bool = True) -> None:
         self.backbone.requires_grad_(not frozen)

@@ -105,7 +105,8 @@ def load_renderer(codec, weights: str | None = None, steps: int | None = None, s
     try:
         import diffusers  # noqa: F401  (the schedulers)
     except ImportError:
-        raise RendererError("renderer 'diffusion' needs the 'diffusers' package: pip install -e \".[generation]\"") from None
+        raise RendererError("renderer 'diffusion' needs the 'diffusers' package: "
+                            "pip install -e \".[generation]\"") from None
     from .checkpoint import load_renderer_checkpoint
     path = Path(weights) if weights else default_weights(codec)
     if not path.is_file():

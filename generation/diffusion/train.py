@@ -241,7 +241,8 @@ def train(args) -> Path:
     step = json.loads((ck / "state.json").read_text())["step"] if ck is not None else 0
     encoder = CachedTextEncoder(get_text_encoder(args.text_encoder or cfg.text_encoder, cfg.max_text_tokens))
     if encoder.dim != cfg.text_dim:
-        raise SystemExit(f"the text encoder {encoder.spec} gives {encoder.dim}-wide states, the config says {cfg.text_dim}")
+        raise SystemExit(f"the text encoder {encoder.spec} gives {encoder.dim}-wide states, "
+                         f"the config says {cfg.text_dim}")
     from .schedule import make_scheduler
     loss_fn = DiffusionLoss(model, make_scheduler(cfg))
     ddp = torch.nn.parallel.DistributedDataParallel(loss_fn) if world > 1 else loss_fn
