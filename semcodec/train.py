@@ -57,6 +57,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--init", help="start from this checkpoint's weights (blocks it lacks start as the identity)")
     p.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
     p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--grad-weight", type=float, default=0.0,
+                   help="weight of a loss on pixel differences (edges) besides the MSE (0: none)")
     p.add_argument("--ema", type=float, default=0.8, help="EMA decay of the weights (the paper: 0.8)")
     p.add_argument("--recon-weight", type=float, default=1.0)
     p.add_argument("--commit-weight", type=float, default=1.0)
@@ -178,6 +180,14 @@ def _load_optim(opt: torch.optim.Optimizer, path: Path) -> None:
         pid, k = key.split(".", 1)
         state.setdefault(int(pid), {})[k] = v
     opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def gradient_loss(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference of the horizontal and vertical pixel differences of ``y`` and
+    ``x`` (``B x T x H x W x 3``): MSE alone is minimised by blur; edges cost here."""
+    dy = lambda v: v[:, :, 1:] - v[:, :, :-1]      # noqa: E731
+    dx = lambda v: v[:, :, :, 1:] - v[:, :, :, :-1]  # noqa: E731
+    return (dy(y) - dy(x)).abs().mean() + (dx(y) - dx(x)).abs().mean()
 
 
 def save_run(out: Path, step: int, model, ema: dict, opt, cfg: CodecConfig, args) -> None:
@@ -358,6 +368,8 @@ def train(args) -> Path:
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
             o = ddp(x)
         loss = args.recon_weight * o["recon_loss"] + args.commit_weight * o["commit_loss"]
+        if args.grad_weight and "video" in o:
+            loss = loss + args.grad_weight * gradient_loss(o["video"].float(), x.float())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
