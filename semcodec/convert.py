@@ -151,6 +151,8 @@ def load_release(path: str | Path, base: CodecConfig | None = None) -> tuple[Cod
     """``(config, state dict)`` of the release checkpoint at ``path``; ``ModelError`` if it is not one."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
+    if not Path(path).is_file():
+        raise ModelError(f"no such checkpoint file: {path}")
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError) as e:

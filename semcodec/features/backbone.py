@@ -138,14 +138,18 @@ def _load_own(path: Path) -> ViTBackbone:
 
 @contextmanager
 def _quiet_transformers():
-    """transformers reports unused checkpoint tensors (Theia's translators) as warnings."""
+    """transformers reports unused checkpoint tensors (Theia's translators) as warnings and shows a
+    progress bar while loading: neither belongs on semcodec's stderr."""
     from transformers.utils import logging
-    level = logging.get_verbosity()
+    level, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
     logging.set_verbosity_error()
+    logging.disable_progress_bar()
     try:
         yield
     finally:
         logging.set_verbosity(level)
+        if bars:
+            logging.enable_progress_bar()
 
 
 def _transformers():
