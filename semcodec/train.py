@@ -276,11 +276,11 @@ def train(args: TrainConfig) -> Path:
     rank, world, dev = setup_dist()
     if args.threads:
         torch.set_num_threads(args.threads)
-    out.mkdir(parents=True, exist_ok=True)
     from .data.sources import make_sources
-    batches = Batches(make_sources(args.data, cfg.fps), args.weights or None, cfg,
-                      list(args.widths) or [cfg.frame_size[1]], args.batch, args.seed, list(args.group_frames) or None,
+    batches = Batches(make_sources(args.data, cfg.fps), args.weights or None, cfg, list(args.widths) or
+                      [cfg.frame_size[1]], args.batch, args.seed, list(args.group_frames) or None,
                       list(args.fps_choices) or None)
+    out.mkdir(parents=True, exist_ok=True)         # after the sources are read: a typo leaves no folder
 
     torch.manual_seed(args.seed)
     model = VideoTokenizer(cfg, backbone=args.backbone).to(dev)

@@ -154,10 +154,9 @@ def click_options(fn):
             fn = click.option(flag, is_flag=True, default=f.default, help=m["help"])(fn)
             continue
         typ = click.Choice(m["choices"]) if m["choices"] else m["type"]
+        kw = {} if m["many"] or f.default in (None, "") else {"default": f.default, "show_default": True}
         fn = click.option(flag, type=typ, multiple=m["many"], required=m["required"],
-                          default=None if m["many"] or f.default in (None, "") else f.default,
-                          show_default=not m["many"] and f.default not in (None, "", ()),
-                          metavar=("V..." if m["many"] else None), help=m["help"])(fn)
+                          metavar=("V..." if m["many"] else None), help=m["help"], **kw)(fn)
     return fn
 
 
