@@ -1,5 +1,6 @@
 """Start-up cost of the command line: wall time and peak memory (RSS) of ``semcodec --help``,
-``semcodec info tokens.bin`` and ``import semcodec``, each in a fresh interpreter.
+``semcodec info tokens.bin``, ``import semcodec`` and loading the shipped model, each in a fresh
+interpreter.
 
     python -m bench.startup                      # this checkout
     python -m bench.startup --tree /work/main    # another checkout (e.g. before a change), same interpreter
@@ -28,6 +29,9 @@ PROBES = {
     "semcodec --help": "from semcodec.cli import main\nmain(['--help'])",
     "semcodec info tokens.bin": "from semcodec.cli import main\nmain(['info', {stream!r}])",
     "import semcodec": "import semcodec",
+    # the model as `semcodec encode` loads it: torch, then s128 (built on the meta device here)
+    "load s128 (Codec.load)": ("import torch\ntorch.set_num_threads(1)\nfrom semcodec.codec import Codec\n"
+                               "Codec.load('s128', 'cpu')"),
 }
 TAIL = "\nimport sys\nsys.stderr.write('TORCH=%d\\n' % ('torch' in sys.modules))"
 
@@ -99,7 +103,8 @@ def main(argv=None) -> None:
         return
     print(f"start-up of {a.tree.resolve()} ({a.repeats} runs, median wall time, peak RSS):")
     for name, r in res.items():
-        print(f"  {name:26s} {r['seconds']:6.3f} s  {r['rss_mb']:5d} MB  torch imported: {'yes' if r['imports_torch'] else 'no'}")
+        print(f"  {name:26s} {r['seconds']:6.3f} s  {r['rss_mb']:5d} MB  "
+              f"torch imported: {'yes' if r['imports_torch'] else 'no'}")
 
 
 if __name__ == "__main__":

@@ -115,7 +115,8 @@ def convert_release_state(state: dict[str, torch.Tensor], config: CodecConfig) -
         out[f"{dst}.attn.proj.weight"] = s[f"{src}.attn.wo.weight"]
         out[f"{dst}.attn.proj.bias"] = s.get(f"{src}.attn.wo.bias", torch.zeros(W))
         out[f"{dst}.mlp.0.weight"], out[f"{dst}.mlp.0.bias"] = s[f"{src}.mlp.c_fc.weight"], s[f"{src}.mlp.c_fc.bias"]
-        out[f"{dst}.mlp.2.weight"], out[f"{dst}.mlp.2.bias"] = s[f"{src}.mlp.c_proj.weight"], s[f"{src}.mlp.c_proj.bias"]
+        out[f"{dst}.mlp.2.weight"] = s[f"{src}.mlp.c_proj.weight"]
+        out[f"{dst}.mlp.2.bias"] = s[f"{src}.mlp.c_proj.bias"]
 
     enc, dec, q = "tokenizer.encoder", "tokenizer.decoder", "quantizer"
     pe = s["encoder.patch_embed.weight"]
@@ -129,7 +130,8 @@ def convert_release_state(state: dict[str, torch.Tensor], config: CodecConfig) -
         block(f"encoder.transformer.{i}", f"{enc}.blocks.{i}")
     out[f"{enc}.norm_out.weight"], out[f"{enc}.norm_out.bias"] = s["encoder.ln_post.weight"], s["encoder.ln_post.bias"]
     out[f"{enc}.out_proj.weight"], out[f"{enc}.out_proj.bias"] = _fuse(
-        s[f"{q}.project_in.weight"], s[f"{q}.project_in.bias"], s["encoder.proj_out.weight"], s["encoder.proj_out.bias"])
+        s[f"{q}.project_in.weight"], s[f"{q}.project_in.bias"],
+        s["encoder.proj_out.weight"], s["encoder.proj_out.bias"])
 
     out["tokenizer.quantizer.codebook"] = s[f"{q}._codebook.embed"][0]
     out["tokenizer.quantizer.usage"] = torch.full((config.codebook_size,), 1.0 / config.codebook_size)

@@ -102,7 +102,8 @@ class TrainConfig:
         for name in ("warmup", "reseed_every", "threads", "seed"):
             if getattr(self, name) < 0:
                 bad(name, f"must be 0 or more, got {getattr(self, name)}")
-        for name in ("lr", "min_lr", "weight_decay", "recon_weight", "commit_weight", "reseed_threshold", "max_minutes"):
+        for name in ("lr", "min_lr", "weight_decay", "recon_weight", "commit_weight", "reseed_threshold",
+                     "max_minutes"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 bad(name, f"must be a finite number >= 0, got {v}")

@@ -304,7 +304,8 @@ def test_ray_engine_writes_the_same_shards_exactly_once(tmp_path, model, clips, 
         rep = build([str(clips), str(bad)], out, model=model, captions=clips / "captions.jsonl", workers=2,
                     engine="ray")
         assert (rep.present, rep.built, rep.failed) == (3, N_CLIPS - 3, 1)
-        assert rep.failures[0]["clip_id"] == "broken.mp4" and rep.failures[0]["reason"].startswith("not a readable video")
+        failure = rep.failures[0]
+        assert failure["clip_id"] == "broken.mp4" and failure["reason"].startswith("not a readable video")
         assert main(["dataset", "build", str(clips), str(bad), "-o", str(out), "--model", model, "--engine", "ray",
                      "--workers", "2", "--captions", str(clips / "captions.jsonl"), "-q"]) == 0
         # Ray reads the shards with no semcodec code (docs/datasets.md)

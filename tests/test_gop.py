@@ -87,6 +87,7 @@ def test_gop_plan_is_the_one_plan():
                     groups = list(plan)
                     for first in range(n):
                         for last in range(first, n):
-                            assert plan.covering(first, last) == [g for g in groups if g.start <= last and g.stop > first]
+                            want = [g for g in groups if g.start <= last and g.stop > first]
+                            assert plan.covering(first, last) == want
     with pytest.raises(IndexError, match="group 3 out of range: the plan has 3 groups"):
         GopPlan(20, 8, 2)[3]

@@ -85,7 +85,8 @@ def vit_folder(tmp_path_factory):
 def test_vit_folder_matches_reference_and_interpolates_to_the_frame_grid(vit_folder):
     s = _read(vit_folder / "model.safetensors")
     space = PretrainedBackbone(str(vit_folder), 16, 48)           # fit: interpolate (the paper)
-    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     video = _video(1, 1, 480, 720)                                # 4 x 4 table -> the 30 x 45 grid
     ours = space.embed(video)[0]
     assert ours.shape == (1, 30, 45, 48)
@@ -166,7 +167,8 @@ def release_state(seed: int, layers: int = 2) -> dict:
     g = torch.Generator().manual_seed(seed)
     r = lambda *shape: 0.2 * torch.randn(shape, generator=g)        # noqa: E731
     s = {"mean": torch.zeros(C), "std": torch.ones(C), "encoder.patch_embed.weight": r(W, C, 1, 1),
-         "encoder.patch_embed.bias": r(W), "encoder.IFrame_latent_tokens": r(NI, W), "encoder.PFrame_latent_tokens": r(NP, W),
+         "encoder.patch_embed.bias": r(W), "encoder.IFrame_latent_tokens": r(NI, W),
+         "encoder.PFrame_latent_tokens": r(NP, W),
          "encoder.proj_out.weight": r(W, W), "encoder.proj_out.bias": r(W),
          "quantizer.project_in.weight": r(D, W), "quantizer.project_in.bias": r(D),
          "quantizer.project_out.weight": r(W, D), "quantizer.project_out.bias": r(W),
@@ -261,7 +263,8 @@ def release_encode(s: dict, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     lat = torch.cat([s["encoder.IFrame_latent_tokens"], s["encoder.PFrame_latent_tokens"].repeat(frames - 1, 1)])
     n_lat, V = lat.shape[0], x.shape[1]
     enc_mask, _ = release_masks(frames, h * w)
-    x = release_blocks(s, "encoder", torch.cat([x, lat.expand(B, -1, -1)], 1), enc_mask, release_rope(frames, (h, w), n_lat))
+    x = release_blocks(s, "encoder", torch.cat([x, lat.expand(B, -1, -1)], 1), enc_mask,
+                       release_rope(frames, (h, w), n_lat))
     z = F.linear(F.layer_norm(x[:, V:], (W,), s["encoder.ln_post.weight"], s["encoder.ln_post.bias"]),
                  s["encoder.proj_out.weight"], s["encoder.proj_out.bias"])
     z = F.linear(z, s["quantizer.project_in.weight"], s["quantizer.project_in.bias"])
@@ -270,7 +273,8 @@ def release_encode(s: dict, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 
 def release_decode(s: dict, ids: torch.Tensor, frames: int, grid) -> torch.Tensor:
     """The release's ``index_to_feature``: ids -> features ``B x T x h x w x C``."""
-    codes = F.linear(s["quantizer._codebook.embed"][0][ids], s["quantizer.project_out.weight"], s["quantizer.project_out.bias"])
+    codes = F.linear(s["quantizer._codebook.embed"][0][ids], s["quantizer.project_out.weight"],
+                     s["quantizer.project_out.bias"])
     x = F.linear(codes, s["decoder.decoder_embed.weight"], s["decoder.decoder_embed.bias"])
     B, n_lat = ids.shape
     V = frames * grid[0] * grid[1]
@@ -285,7 +289,8 @@ def release_decode(s: dict, ids: torch.Tensor, frames: int, grid) -> torch.Tenso
 
 def tiny_landiff():
     """The landiff preset at the tiny release's sizes and a 32 x 48 frame (a 2 x 3 grid)."""
-    return get_preset("landiff").replace(name="landiff", width=W, heads=HEADS, rope_split=(8, 12, 12), group=T, overlap=1,
+    return get_preset("landiff").replace(name="landiff", width=W, heads=HEADS, rope_split=(8, 12, 12), group=T,
+                                         overlap=1,
                                          frame_size=(32, 48), short_side=32, max_long_side=48, fps=4.0)
 
 
@@ -342,7 +347,8 @@ def test_convert_command_and_the_whole_codec_on_release_weights(capsys, tmp_path
     # a release file is recognised as one and named for what it is
     capsys.readouterr()
     code = main(["convert", str(tmp_path / "missing.safetensors"), "-o", str(tmp_path / "x.safetensors")])
-    assert (code, capsys.readouterr().err) == (1, f"error: no such checkpoint file: {tmp_path / 'missing.safetensors'}\n")
+    missing = tmp_path / "missing.safetensors"
+    assert (code, capsys.readouterr().err) == (1, f"error: no such checkpoint file: {missing}\n")
     with pytest.raises(semcodec.SemcodecError, match=r"the release checkpoint does not fit the 'landiff' preset"):
         semcodec.Codec.from_pretrained(release_file, "cpu")
 

@@ -156,7 +156,8 @@ def _transformers():
     try:
         import transformers
     except ImportError:
-        raise ModelError("a Hugging Face backbone folder needs transformers: pip install 'semcodec[backbone]'") from None
+        raise ModelError("a Hugging Face backbone folder needs transformers: "
+                         "pip install 'semcodec[backbone]'") from None
     return transformers
 
 
@@ -215,7 +216,8 @@ def theia_vit_config(shapes: dict[str, list[int]], backbone: str, prefix: str = 
         hidden = shapes[prefix + "encoder.layer.0.intermediate.dense.weight"][0]
     except KeyError as e:
         raise ModelError(f"not a Theia checkpoint: no tensor {e.args[0]}") from None
-    layers = 1 + max(int(m.group(1)) for k in shapes if (m := re.match(re.escape(prefix) + r"encoder\.layer\.(\d+)\.", k)))
+    layer = re.compile(re.escape(prefix) + r"encoder\.layer\.(\d+)\.")
+    layers = 1 + max(int(m.group(1)) for k in shapes if (m := layer.match(k)))
     side = math.isqrt(n_pos)
     if side * side != n_pos:
         raise ModelError(f"not a Theia checkpoint: {n_pos} position embeddings is not a square grid")

@@ -53,9 +53,11 @@ class ConvFeatures(FeatureSpace):
         head += [nn.SiLU(), nn.Conv2d(widths[0], 48, 3, padding=1), nn.PixelShuffle(4)]
         self.head = nn.Sequential(*head)
         # variance-preserving init: PyTorch's default shrinks the signal ~1/sqrt(3) per conv, and
-        # through the head that leaves a near-zero picture that takes ~1000 steps to grow
+        # through the head that leaves a near-zero picture that takes ~1000 steps to grow. Built on
+        # the meta device (a checkpoint being loaded) there is nothing to initialise, and normal_
+        # on meta tensors would import torch._dynamo (seconds)
         for mod in self.modules():
-            if isinstance(mod, nn.Conv2d) and not getattr(mod, "zero_init", False):
+            if isinstance(mod, nn.Conv2d) and not getattr(mod, "zero_init", False) and not mod.weight.is_meta:
                 nn.init.kaiming_normal_(mod.weight, nonlinearity="linear")
                 nn.init.zeros_(mod.bias)
 

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 
 from kernels import cosine_vq
 
+from .init import randn
+
 
 class CosineQuantizer(nn.Module):
     """Codebook ``K x d``; inputs and codes are L2-normalised, nearest by cosine similarity.
@@ -20,7 +22,8 @@ class CosineQuantizer(nn.Module):
 
     def __init__(self, codebook_size: int, dim: int, usage_decay: float = 0.99, backend: str = "auto"):
         super().__init__()
-        self.codebook = nn.Parameter(F.normalize(torch.randn(codebook_size, dim), dim=-1))
+        codes = randn(codebook_size, dim)
+        self.codebook = nn.Parameter(codes if codes.is_meta else F.normalize(codes, dim=-1))
         self.register_buffer("usage", torch.zeros(codebook_size))       # EMA of code counts per batch
         self.usage_decay, self.backend = usage_decay, backend
 
@@ -99,8 +102,9 @@ class EuclideanQuantizer(CosineQuantizer):
 
     def __init__(self, codebook_size: int, dim: int, usage_decay: float = 0.99):
         super().__init__(codebook_size, dim, usage_decay)
-        with torch.no_grad():
-            self.codebook.copy_(torch.randn(codebook_size, dim))
+        if not self.codebook.is_meta:
+            with torch.no_grad():
+                self.codebook.copy_(torch.randn(codebook_size, dim))
 
     def as_code(self, z: torch.Tensor) -> torch.Tensor:
         return z

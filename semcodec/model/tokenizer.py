@@ -19,6 +19,7 @@ from kernels import masked_attention
 
 from ..presets import CodecConfig
 from .masks import AttentionMask, TokenLayout, lattice_shape
+from .init import randn
 from .quantizer import make_quantizer
 from .rope import apply_rope, rope_angles
 
@@ -160,8 +161,8 @@ class Encoder(_Transformer):
     def __init__(self, cfg: CodecConfig):
         super().__init__(cfg, cfg.enc_layers)
         self.in_proj = nn.Linear(cfg.feature_dim, cfg.width)       # the 1x1 projection
-        self.iframe_queries = nn.Parameter(torch.randn(cfg.iframe_tokens, cfg.width))
-        self.pframe_queries = nn.Parameter(torch.randn(cfg.pframe_tokens, cfg.width))  # shared by P-frames
+        self.iframe_queries = nn.Parameter(randn(cfg.iframe_tokens, cfg.width))
+        self.pframe_queries = nn.Parameter(randn(cfg.pframe_tokens, cfg.width))  # shared by P-frames
         self.norm_out = nn.LayerNorm(cfg.width)
         self.out_proj = nn.Linear(cfg.width, cfg.codebook_dim)
 
@@ -184,7 +185,7 @@ class Decoder(_Transformer):
     def __init__(self, cfg: CodecConfig):
         super().__init__(cfg, cfg.dec_layers)
         self.latent_proj = nn.Linear(cfg.codebook_dim, cfg.width)
-        self.mask_token = nn.Parameter(0.02 * torch.randn(cfg.width))   # one token, every position
+        self.mask_token = nn.Parameter(randn(cfg.width, std=0.02))   # one token, every position
         self.head = nn.Sequential(nn.LayerNorm(cfg.width), nn.Linear(cfg.width, 2 * cfg.width), nn.Tanh(),
                                   nn.Linear(2 * cfg.width, cfg.feature_dim))
 
