@@ -173,7 +173,6 @@ def load_checkpoint(path: str | Path, map_location="cpu", verify: bool = True, b
     """A checkpoint from ``path``; ValueError (one line) for anything wrong with the file.
     ``backbone``: the pretrained backbone of a ``features="backbone"`` model (a local folder or
     file, see ``semcodec.features.backbone``; never read from the checkpoint)."""
-    from .model.video_tokenizer import VideoTokenizer
     from .bitstream import quantize_prior
     meta, elements = read_header(path)
     config = checked_config(meta, elements)

@@ -19,7 +19,6 @@ memory does not grow with the length of the video.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from .gop import CrossFader, GopPlan, Group
 from .limits import MAX_OUTPUT_PIXELS_PER_BYTE, MAX_SEMANTIC_FPS, MIN_SEMANTIC_FPS, LimitError, check_source
 from .stream import TokenStream, stream_stats  # noqa: F401  (stream_stats: where it used to live)
 from .video import (Geometry, VideoInfo, VideoWriter, from_model, iter_semantic_frames, probe, semantic_frame_count,
-                    semantic_source_index, source_name, to_model)
+                    semantic_source_index, to_model)
 from .zoo import load_model, operating_point, shipped_models
 
 DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")

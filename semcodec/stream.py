@@ -15,9 +15,7 @@ This module does not import torch: ``semcodec info`` starts fast.
 """
 from __future__ import annotations
 
-import os
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
