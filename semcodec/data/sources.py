@@ -14,10 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..video import VideoError, iter_frames, probe, resize
+from ..video import VideoError, is_video_file, iter_frames, probe, resize
 from . import synth
 
-VIDEO_EXT = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv"}
 PHOTO_EXT = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 
 
@@ -168,7 +167,7 @@ def make_sources(specs, fps: float) -> list:
         elif p.is_dir():
             files = sorted(f for f in p.rglob("*") if f.is_file())
             photos = [f for f in files if f.suffix.lower() in PHOTO_EXT]
-            out += [VideoSource(f, fps) for f in files if f.suffix.lower() in VIDEO_EXT]
+            out += [VideoSource(f, fps) for f in files if is_video_file(f)]
             if photos:
                 out.append(PhotoSource(photos))
         else:
