@@ -87,6 +87,8 @@ def main(argv=None) -> dict:
     p.add_argument("--batch", type=int, default=8, help="prompts sampled together")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="results/t2v.json")
+    p.add_argument("--long", type=float, default=12.0, help="seconds of the long videos whose seams are measured (0: none)")
+    p.add_argument("--long-prompts", type=int, default=8)
     p.add_argument("--grid", default=None, help="write a PNG grid of frames of the first prompts here")
     a = p.parse_args(argv)
     import torch
@@ -112,6 +114,18 @@ def main(argv=None) -> dict:
                 results[name, key] = evaluate([c.frames for c in clips], [s for _, s in pairs], t2v.fps)
                 last[name] = clips
             speed[key] = (time.perf_counter() - t0) / secs
+    seams = None
+    if a.long:
+        from generation.t2v import seam_continuity
+        t2v = TextToVideo.load(a.lm, renderer=a.renderer[0])
+        pr = [c for c, _ in sets["seen"][:a.long_prompts]]
+        t0 = time.perf_counter()
+        clips = t2v.generate_many(pr, a.long, a.cfg[-1], seed=a.seed)
+        long_speed = (time.perf_counter() - t0) / sum(len(c.frames) / c.fps for c in clips)
+        plan = t2v.plan(a.long)
+        per = [seam_continuity(c.frames, plan, t2v.codec.config.overlap) for c in clips]
+        seams = {k: float(np.mean([p[k] for p in per])) for k in ("seam", "within", "ratio")}
+        seams.update(seconds=a.long, prompts=len(pr), groups=len(plan), seconds_per_video_second=long_speed)
     chance = chance_levels()
     keys = [f"{r} cfg {c:g}" for r, c in settings]
     entries = []
@@ -130,8 +144,12 @@ def main(argv=None) -> dict:
     print()
     for k in keys:
         print(f"{k}: {speed[k]:.2f} s of compute per second of video ({a.threads} threads)")
+    if seams:
+        print(f"long videos ({seams['prompts']} x {seams['seconds']:g} s, {seams['groups']} groups): mean frame "
+              f"difference {seams['seam']:.2f} across group seams vs {seams['within']:.2f} within groups "
+              f"(ratio {seams['ratio']:.2f}); {seams['seconds_per_video_second']:.2f} s per second of video")
     res = {"name": "t2v", "lm": a.lm, "seconds": a.seconds, "prompts_per_set": a.prompts, "seed": a.seed,
-           "threads": a.threads, "seconds_per_video_second": speed, "results": entries,
+           "threads": a.threads, "seconds_per_video_second": speed, "results": entries, "seams": seams,
            "prompts": {n: [c for c, _ in v] for n, v in sets.items()}}
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)

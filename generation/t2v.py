@@ -163,6 +163,23 @@ class TextToVideo:
         return out
 
 
+def seam_continuity(frames: np.ndarray, plan, overlap: int) -> dict:
+    """How smooth a multi-group video is where one group hands over to the next: the mean absolute
+    difference (0-255) between consecutive frames inside each group's overlap with the one before
+    (``seam``) against that of every other consecutive pair (``within``). A ratio near 1: the
+    seams do not show."""
+    f = frames.astype(np.float32)
+    d = np.abs(f[1:] - f[:-1]).mean(axis=(1, 2, 3))           # d[i]: frame i -> i + 1
+    seam = np.zeros(len(d), bool)
+    for g in plan[1:]:
+        seam[max(0, g.start - 1):min(len(d), g.start + overlap)] = True
+    within = d[~seam]
+    out = {"seam": float(d[seam].mean()) if seam.any() else None,
+           "within": float(within.mean()) if len(within) else None}
+    out["ratio"] = out["seam"] / out["within"] if out["seam"] is not None and out["within"] else None
+    return out
+
+
 def _check(prompts, seconds, cfg) -> None:
     if not prompts:
         raise T2VError("no prompt given")

@@ -112,3 +112,16 @@ def test_cli_bad_output(models, tmp_path, capsys):
     assert main(["--prompt", "a red star", "-o", str(tmp_path / "no" / "x.mp4"), "--lm", models[1]]) == 1
     assert capsys.readouterr().err.strip() == f"error: output folder does not exist: {tmp_path / 'no'}"
     assert not any(tmp_path.iterdir())
+
+
+def test_seam_continuity_sees_a_jump_at_a_seam():
+    from generation.t2v import seam_continuity
+    from semcodec.gop import plan_groups
+    plan = plan_groups(20, 8, 2)                       # groups start at 0, 6, 12
+    smooth = np.repeat(np.arange(20, dtype=np.uint8)[:, None, None, None], 4, 1).repeat(4, 2).repeat(3, 3)
+    r = seam_continuity(smooth, plan, 2)
+    assert r["seam"] == r["within"] == 1.0 and r["ratio"] == 1.0
+    jump = smooth.astype(np.int32)
+    jump[6:] += 50                                     # a cut where group 1 takes over
+    r = seam_continuity(np.clip(jump, 0, 255).astype(np.uint8), plan, 2)
+    assert r["within"] == 1.0 and r["seam"] == pytest.approx((51 + 5 * 1) / 6) and r["ratio"] > 9
