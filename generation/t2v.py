@@ -1,7 +1,7 @@
 """Text to video: a prompt -> the LM's tokens -> the tokenizer's decoder (or a renderer) -> frames.
 
     python -m generation.t2v --prompt "A large red star moves slowly right on a plain blue background." -o star.mp4
-    python -m generation.t2v --prompts prompts.txt -o out_dir/ --seconds 6 --cfg 6.5 --seed 0
+    python -m generation.t2v --prompts prompts.txt -o out_dir/ --seconds 6 --cfg 1 --seed 0
 
 Python::
 
@@ -62,8 +62,10 @@ def in_world(prompt: str) -> bool:
 class TextToVideo:
     """The pipeline over a loaded LM (``generation.lm``) and the codec whose tokens it models."""
 
-    def __init__(self, lm, codec, renderer=None):
+    def __init__(self, lm, codec, renderer=None, guidance: float = 6.5, size: tuple[int, int] | None = None):
         self.lm, self.codec, self.renderer = lm, codec, renderer
+        self.size = tuple(size) if size else tuple(codec.config.frame_size)   # output H x W
+        self.guidance = guidance         # the default CFG scale: the LM's measured best, else the paper's
         c = codec.config
         v = lm.config
         if (v.iframe_tokens, v.pframe_tokens, v.group, v.codebook_size) != \
@@ -93,7 +95,10 @@ class TextToVideo:
         if ck.config.codec_hash and codec is None and cod.content_hash != ck.config.codec_hash:
             raise T2VError(f"the LM was trained on the tokens of {name} {ck.config.codec_hash[:12]}, "
                            f"the installed {name} is {cod.content_hash[:12]}")
-        return cls(ck.model, cod, _renderer(renderer, cod))
+        # the LM's training videos' size (the world's 128 x 192, coded at 64 x 96): frames are
+        # scaled back to it as `semcodec decode` scales to the source size
+        return cls(ck.model, cod, _renderer(renderer, cod), float(ck.extra.get("guidance", 6.5)),
+                   ck.extra.get("video_size"))
 
     @property
     def fps(self) -> float:
@@ -106,10 +111,11 @@ class TextToVideo:
         frames = max(1, int(round(seconds * c.fps)))
         return plan_groups(frames, c.group, c.overlap)
 
-    def tokens(self, prompts: list[str], seconds: float = 4.0, cfg: float = 6.5, motion: float | None = None,
+    def tokens(self, prompts: list[str], seconds: float = 4.0, cfg: float | None = None, motion: float | None = None,
                seed: int = 0, progress=None) -> list[list[np.ndarray]]:
         """Per prompt, the codes of each group of the plan (``len(plan)`` arrays)."""
         from .lm import sample
+        cfg = self.guidance if cfg is None else cfg
         plan = self.plan(seconds)
         rows = [[] for _ in prompts]
         ov = self.codec.config.overlap
@@ -142,15 +148,21 @@ class TextToVideo:
             outs.append(f)
             if progress:
                 progress()
-        return np.clip(np.rint(crossfade(plan, outs, self.codec.config.overlap)), 0, 255).astype(np.uint8)
+        video = crossfade(plan, outs, self.codec.config.overlap)
+        if tuple(video.shape[1:3]) != self.size:
+            import torch
+            from semcodec.video import resize
+            video = resize(torch.from_numpy(video).float(), self.size).numpy()
+        return np.clip(np.rint(video), 0, 255).astype(np.uint8)
 
-    def generate(self, prompt: str, seconds: float = 4.0, cfg: float = 6.5, motion: float | None = None,
+    def generate(self, prompt: str, seconds: float = 4.0, cfg: float | None = None, motion: float | None = None,
                  seed: int = 0) -> np.ndarray:
         """``T x H x W x 3`` uint8 frames (``T = round(seconds x fps)``) for ``prompt``."""
         return self.generate_many([prompt], seconds, cfg, motion, seed)[0].frames
 
-    def generate_many(self, prompts: list[str], seconds: float = 4.0, cfg: float = 6.5,
+    def generate_many(self, prompts: list[str], seconds: float = 4.0, cfg: float | None = None,
                       motion: float | None = None, seed: int = 0, bars: bool = False) -> list[Clip]:
+        cfg = self.guidance if cfg is None else cfg
         _check(prompts, seconds, cfg)
         from tqdm import tqdm
         n = len(self.plan(seconds))
@@ -188,7 +200,7 @@ def _check(prompts, seconds, cfg) -> None:
             raise T2VError("empty prompt")
     if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and 0 < seconds <= 600):
         raise T2VError(f"--seconds must be in (0, 600], got {seconds}")
-    if not (math.isfinite(cfg) and cfg > 0):
+    if cfg is not None and not (math.isfinite(cfg) and cfg > 0):
         raise T2VError(f"--cfg must be a positive number, got {cfg}")
 
 
@@ -223,7 +235,9 @@ def parser() -> argparse.ArgumentParser:
     src.add_argument("--prompts", type=Path, help="a text file, one prompt per line (-o is then a folder)")
     p.add_argument("-o", "--output", required=True, type=Path, help="output video (.mp4/.webm/...) or, with --prompts, folder")
     p.add_argument("--seconds", type=float, default=4.0, help="length of each video [4]")
-    p.add_argument("--cfg", type=float, default=6.5, help="classifier-free guidance scale (1: none) [6.5]")
+    p.add_argument("--cfg", type=float, default=None,
+                   help="classifier-free guidance scale, 1: none [the LM's measured best: 1 for lm-world; "
+                        "6.5, the paper's, for an LM that records none]")
     p.add_argument("--motion", type=float, default=None, help="motion score micro-condition [none: unconditional]")
     p.add_argument("--seed", type=int, default=0, help="same seed, same video [0]")
     p.add_argument("--renderer", default="direct", help="direct (the tokenizer's decoder) or a registered renderer")
@@ -281,7 +295,7 @@ def main(argv=None) -> int:
                     print(f"{WORLD_NOTICE}: {p!r}", file=sys.stderr)
         from semcodec.video import VideoWriter
         clips = t2v.generate_many(prompts, a.seconds, a.cfg, a.motion, a.seed, bars=not a.quiet)
-        h, w = t2v.codec.config.frame_size
+        h, w = t2v.size
         for clip, path in zip(clips, outs):
             with VideoWriter(path, clip.fps, (h, w), crf=12) as vw:        # atomic: renamed on close
                 for f in clip.frames:
