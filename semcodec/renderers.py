@@ -9,9 +9,11 @@ An entry point is a factory ``factory(codec, weights=None, steps=None, seed=0) -
 
 - ``steps``: work units per group (for the progress bar), and ``on_step``: None or a callable the
   renderer calls once per unit;
+- ``scale`` (optional, default 1): output pixels per model pixel along each axis;
 - ``decode_group(tokens, size)``: what :meth:`semcodec.codec.Codec.decode_group` returns (token ids
-  of one group -> ``T x h x w x 3`` float in [-1, 1] at the padded model size), called for the
-  groups of a stream in order.
+  of one group -> ``T x h x w x 3`` float in [-1, 1] at the padded model size ``size``, times
+  ``scale``), called for the groups of a stream in order. The codec crops and resizes those frames
+  to the source's size as it does its own.
 
 Anything a user can get wrong (unknown name, missing package or weights, weights for another
 model) is a :class:`RendererError` with a one-line message.
@@ -20,10 +22,12 @@ from __future__ import annotations
 
 from importlib.metadata import EntryPoint, entry_points
 
+from .errors import SemcodecError
+
 GROUP = "semcodec.renderers"
 
 
-class RendererError(ValueError):
+class RendererError(SemcodecError, ValueError):
     """A renderer that cannot be found or loaded (message is user-facing)."""
 
 

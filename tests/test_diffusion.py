@@ -80,12 +80,15 @@ def test_pixel_latent_round_trip(s, st, T):
 
 
 def test_prefix_keep_marks_the_prefix_frames_only():
-    cfg = get_preset("world")
-    keep = prefix_keep(cfg, 8, 2)
-    assert keep.shape == (1, 4, 384, 16, 24)
-    assert keep[:, 0].all() and not keep[:, 1:].any()            # 2 frames = latent frame 0
-    one = prefix_keep(cfg, 8, 1)                                   # a partial latent frame: half its channels
-    assert one[:, 0].float().mean().item() == 0.5 and not one[:, 1:].any()
+    cfg = get_preset("world")                                      # groups of 16 frames, 4 per latent frame
+    keep = prefix_keep(cfg, 16, 4)
+    assert keep.shape == (1, 4, 768, 16, 24)
+    assert keep[:, 0].all() and not keep[:, 1:].any()            # 4 frames = latent frame 0
+    three = prefix_keep(cfg, 16, cfg.overlap)                      # the world's overlap, 3 frames: 3/4 of its channels
+    assert three[:, 0].float().mean().item() == 0.75 and not three[:, 1:].any()
+    m = torch.zeros(1, 16, 128, 192, 3)
+    m[:, :3] = 1
+    assert torch.equal(three, to_latent(m, 8, 4) > 0)
 
 
 # ------------------------------------------------------------------------------------ model

@@ -166,3 +166,31 @@ def test_semcodec_never_imports_generation():
             "assert not bad, bad")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
+
+
+def test_renderer_draws_at_twice_the_coded_size(setup, stream, tmp_path):
+    """scale 2 (the world renderer: 64 x 96 coded, 128 x 192 drawn): pairs hold the larger frames,
+    the renderer returns them, and the codec still writes the source's size."""
+    from generation.diffusion.checkpoint import load_renderer_checkpoint
+    from generation.diffusion.data import PairDataset, build_pairs
+    from generation.diffusion.render import load_renderer as factory
+    from generation.diffusion.train import main as train_main
+    build_pairs([setup["clips"]], tmp_path / "pairs", str(setup["codec"]), max_clips=2, scale=2)
+    ds = PairDataset(tmp_path / "pairs")
+    assert ds.meta["scale"] == 2 and tuple(ds[0]["frames"].shape) == (4, 64, 96, 3)
+    common = ["--data", str(tmp_path / "pairs"), "--preset", "tiny", "--batch", "1", "--steps", "1",
+              "--config", '{"up_mult": [0.25, 0.5, 1.0]}']
+    train_main(common + ["--out", str(tmp_path / "s1")])
+    train_main(common + ["--out", str(tmp_path / "s2"), "--stage", "2", "--backbone", str(tmp_path / "s1" / "final.safetensors")])
+    ck = load_renderer_checkpoint(tmp_path / "s2" / "final.safetensors")
+    assert (ck.config.scale, ck.config.frame_size, ck.config.feature_grid) == (2, (64, 96), (2, 3))
+    codec = Codec.load(str(setup["codec"]), "cpu")
+    codec.renderer = factory(codec, weights=str(tmp_path / "s2" / "final.safetensors"), steps=1)
+    from semcodec.bitstream import StreamReader
+    with StreamReader(stream) as r:
+        h = r.header
+        g = r.read_group(0)
+    assert tuple(codec.decode_group(g.tokens, (h.padded_height, h.padded_width)).shape) == (4, 64, 96, 3)
+    codec.renderer.reset()
+    frames = codec.decode(str(stream))
+    assert frames.shape == (probe(setup["clips"] / "clip_000000.mp4").frames, 32, 48, 3)

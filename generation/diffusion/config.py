@@ -16,11 +16,12 @@ from dataclasses import asdict, dataclass, fields, replace
 class RendererConfig:
     name: str = "custom"
     # --- the pixel latent (generation.diffusion.latent): frames -> space-to-depth cells
-    frame_size: tuple[int, int] = (128, 192)   # H x W of the frames rendered (the codec's model size)
+    frame_size: tuple[int, int] = (128, 192)   # H x W of the frames rendered: the codec's model size x scale
+    scale: int = 2                     # rendered pixels per pixel the tokenizer codes (along each axis)
     space_to_depth: int = 8            # pixels per latent cell along each axis (CogVideoX's VAE: 8)
-    time_to_depth: int = 2             # frames per latent frame
-    group: int = 8                     # frames per group (the codec's); shorter groups are padded
-    overlap: int = 2                   # frames shared by consecutive groups: the clean prefix
+    time_to_depth: int = 4             # frames per latent frame (CogVideoX's VAE: 4)
+    group: int = 16                    # frames per group (the codec's); shorter groups are padded
+    overlap: int = 3                   # frames shared by consecutive groups: the clean prefix
     # --- backbone (generation.diffusion.dit)
     width: int = 192
     heads: int = 3
@@ -82,6 +83,8 @@ class RendererConfig:
             raise ValueError(f"unknown prediction {self.prediction!r}")
         if self.sampler not in ("dpm", "ddim") or self.guidance_schedule not in ("dynamic", "constant"):
             raise ValueError(f"unknown sampler {self.sampler!r} or guidance schedule {self.guidance_schedule!r}")
+        if self.scale < 1:
+            raise ValueError(f"scale must be a positive integer, got {self.scale}")
         if not 0 <= self.overlap < self.group:
             raise ValueError(f"overlap must be in [0, group), got {self.overlap}")
 
@@ -131,12 +134,13 @@ class RendererConfig:
 
 
 PRESETS: dict[str, RendererConfig] = {
-    # the world tokenizer's groups: 8 frames of 128 x 192 -> 4 x 16 x 24 latent cells of 384 values,
-    # 1536 tokens; 6 + 3 layers of width 192 (a forward ~30 GFLOP: 20 steps x 3 groups of a 4 s clip
-    # fit in a minute on 2 cores)
+    # the world tokenizer (64 x 96 coding, groups of 16 frames at 8 fps, features 8 x 12 x 256),
+    # rendered at the world's own 128 x 192: 4 x 16 x 24 latent cells of 768 values (8 x 8 pixels x 4
+    # frames, CogVideoX's VAE factors), 1536 tokens; 6 + 3 layers of width 192: a forward is 0.35
+    # CPU-seconds, 20 steps x 3 groups of a 4 s clip about 21 s on one core
     "world": RendererConfig(name="world"),
     # tests: 4 frames of 32 x 48 (the tiny codec), 2 + 1 layers of width 32, a hashing text encoder
-    "tiny": RendererConfig(name="tiny", frame_size=(32, 48), space_to_depth=8, time_to_depth=1, group=4,
+    "tiny": RendererConfig(name="tiny", frame_size=(32, 48), scale=1, space_to_depth=8, time_to_depth=1, group=4,
                            overlap=1, width=32, heads=2, layers=2, time_freq=32, time_dim=32,
                            rope_split=(4, 6, 6), text_encoder="hash:16", text_dim=16, max_text_tokens=16,
                            control_layers=1, feature_dim=64, feature_grid=(2, 3), up_channels=16,

@@ -1,12 +1,14 @@
 r"""(video, tokens) pairs for the renderer: each group of each clip, as the codec cuts and codes it.
 
-    python -m generation.diffusion.data world/train -o pairs/train --model runs/world/final.safetensors
+    python -m generation.diffusion.data world/train -o pairs/train --model world --scale 2
     python -m generation.diffusion.data clips/ --captions caps.jsonl -o pairs/ --model world
 
 For every clip (a folder's video files; captions from its ``captions.jsonl`` or ``--captions``, as
 ``semcodec dataset build`` reads them): the semantic frames at the model's rate and geometry, cut
 into the codec's groups, each coded by the frozen tokenizer. A group's frames are stored padded to
-the group length (its last frame repeated, as the codec pads), its tokens for its valid frames only.
+the group length (its last frame repeated, as the codec pads), at ``--scale`` times the size the
+tokenizer codes (the renderer draws more pixels than the tokens carry: the world's tokenizer codes
+64 x 96, its renderer draws 128 x 192), its tokens for its valid frames only.
 
 The folder holds ``meta.json`` (codec name, content hash and checkpoint path, group, frame size,
 groups per shard, captions per clip) and ``shard-NNNNN.safetensors``: ``frames`` uint8
@@ -26,28 +28,32 @@ import torch
 FORMAT = "generation-diffusion-pairs-1"
 
 
-def clip_groups(codec, path) -> list[dict]:
-    """Groups of one clip: ``start``, ``valid``, ``frames`` (uint8 ``G x H x W x 3``, padded) and
-    ``tokens`` (int64, valid frames only), exactly as ``codec.encode_file`` codes them."""
+def clip_groups(codec, path, scale: int = 1) -> list[dict]:
+    """Groups of one clip: ``start``, ``valid``, ``frames`` (uint8 ``G x H x W x 3``, padded, at
+    ``scale`` x the model geometry) and ``tokens`` (int64, valid frames only), exactly as
+    ``codec.encode_file`` codes them."""
     from semcodec.gop import pad_group, plan_groups
-    from semcodec.video import iter_semantic_frames, probe, semantic_frame_count, to_model
+    from semcodec.video import Geometry, iter_semantic_frames, probe, semantic_frame_count, to_model
     info = probe(path)
     c = codec.config
     fps = codec.semantic_fps(None)
     geo = codec.geometry(info.height, info.width)
+    big = Geometry(geo.src, tuple(scale * x for x in geo.scaled), tuple(scale * x for x in geo.padded))
     n_sem = semantic_frame_count(info.frames, info.fps, fps)
-    frames = [to_model(f[None], geo)[0] for f in iter_semantic_frames(path, info, fps)][:n_sem]
+    src = list(iter_semantic_frames(path, info, fps))[:n_sem]
+    frames = [to_model(f[None], geo)[0] for f in src]
+    drawn = frames if scale == 1 else [to_model(f[None], big)[0] for f in src]
     out = []
     for g in plan_groups(len(frames), c.group, c.overlap):
-        clip = torch.stack(frames[g.start:g.stop])
-        tokens = codec.encode_group(clip)
+        tokens = codec.encode_group(torch.stack(frames[g.start:g.stop]))
+        clip = torch.stack(drawn[g.start:g.stop])
         u8 = torch.round((clip + 1) * 127.5).clamp(0, 255).to(torch.uint8).numpy()
         out.append({"start": g.start, "valid": g.valid, "frames": pad_group(u8, c.group), "tokens": tokens})
     return out
 
 
 def build_pairs(sources, out, model, captions=None, shard_groups: int = 512, max_clips: int | None = None,
-                log=None) -> dict:
+                log=None, scale: int = 1) -> dict:
     """Write the pairs folder ``out``; returns its meta."""
     from safetensors.numpy import save_file
     from semcodec.codec import Codec
@@ -82,7 +88,7 @@ def build_pairs(sources, out, model, captions=None, shard_groups: int = 512, max
         buf = []
 
     for k, clip in enumerate(clips):
-        for g in clip_groups(codec, clip.path):
+        for g in clip_groups(codec, clip.path, scale):
             H, W = g["frames"].shape[1:3]
             g["clip"] = k
             buf.append(g)
@@ -93,7 +99,8 @@ def build_pairs(sources, out, model, captions=None, shard_groups: int = 512, max
             log(f"{k + 1}/{len(clips)} clips, {n_groups} groups")
     flush()
     meta = {"format": FORMAT, "codec": {"name": c.name, "hash": codec.content_hash, "path": str(model)},
-            "group": c.group, "overlap": c.overlap, "frame_size": [H, W], "fps": codec.semantic_fps(None),
+            "group": c.group, "overlap": c.overlap, "frame_size": [H, W], "scale": scale,
+            "fps": codec.semantic_fps(None),
             "groups": n_groups, "shards": shards,
             "clips": [{"id": cl.clip_id, "caption": cl.caption} for cl in clips]}
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -142,6 +149,8 @@ def main(argv=None) -> int:
     p.add_argument("-o", "--out", required=True)
     p.add_argument("--model", required=True, help="the frozen tokenizer: shipped name or checkpoint path")
     p.add_argument("--captions", help="captions JSONL (default: a source folder's captions.jsonl)")
+    p.add_argument("--scale", type=int, default=1,
+                   help="store frames at this many times the model's coding size (the renderer's scale; world: 2)")
     p.add_argument("--shard-groups", type=int, default=512)
     p.add_argument("--max-clips", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
@@ -151,7 +160,7 @@ def main(argv=None) -> int:
     from semcodec.video import VideoError
     try:
         meta = build_pairs(a.sources, a.out, a.model, a.captions, a.shard_groups, a.max_clips or None,
-                           log=lambda m: print(m, file=sys.stderr))
+                           log=lambda m: print(m, file=sys.stderr), scale=a.scale)
     except (ValueError, OSError, VideoError) as e:       # DatasetError and ModelError are ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -43,6 +43,7 @@ class DiffusionRenderer:
             raise RendererError(f"--steps must be at least 1, got {self.steps}")
         self.seed, self.sampler, self.device = int(seed), sampler or cfg.sampler, torch.device(device)
         self.guidance = cfg.guidance if guidance is None else float(guidance)
+        self.scale = cfg.scale              # semcodec draws our frames at scale x its model size
         if prompt:
             from generation.lm.text import get_text_encoder
             enc = get_text_encoder(cfg.text_encoder, cfg.max_text_tokens)
@@ -58,17 +59,19 @@ class DiffusionRenderer:
         self._gen = torch.Generator().manual_seed(self.seed)
 
     def features(self, tokens: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Token ids ``N`` -> the tokenizer's decoder features ``1 x T x h x w x Cf``."""
+        """Token ids ``N`` of a group coded at ``size`` -> the tokenizer's decoder features
+        ``1 x T x h x w x Cf``."""
         m = self.codec.model
         return m.tokenizer.decode(tokens[None].to(self.codec.device), m.grid_for(size)).float().to(self.device)
 
     @torch.no_grad()
     def render(self, tokens, size: tuple[int, int], prefix: torch.Tensor | None = None) -> torch.Tensor:
-        """One group: ids -> ``1 x T x H x W x 3`` in [-1, 1]; ``prefix`` ``1 x k x H x W x 3``: its
-        first ``k`` frames, kept."""
+        """One group coded at the model size ``size``: ids -> ``1 x T x H x W x 3`` in [-1, 1] with
+        ``H x W = scale x size``; ``prefix`` ``1 x k x H x W x 3``: its first ``k`` frames, kept."""
         cfg = self.cfg
         ids = torch.as_tensor(np.asarray(tokens, dtype=np.int64))
         feats = self.features(ids, size)
+        size = (size[0] * self.scale, size[1] * self.scale)
         T = feats.shape[1]
         G = max(T, cfg.group)
         feats = pad_frames(feats, G)[:, :G]
@@ -87,9 +90,11 @@ class DiffusionRenderer:
         return from_latent(lat, s, st, T).clamp(-1, 1).cpu()
 
     def decode_group(self, tokens, size: tuple[int, int]) -> torch.Tensor:
-        """semcodec's hook: ids of the next group of the stream -> ``T x H x W x 3`` in [-1, 1]."""
+        """semcodec's hook: ids of the next group of the stream (coded at ``size``) -> ``T x H x W x 3``
+        in [-1, 1] at ``scale x size``."""
         k = min(self.codec.config.overlap, len(self._prev[0]) if self._prev is not None else 0)
-        prefix = self._prev[:, -k:] if k and self._prev.shape[2:4] == tuple(size) else None
+        drawn = (size[0] * self.scale, size[1] * self.scale)
+        prefix = self._prev[:, -k:] if k and tuple(self._prev.shape[2:4]) == drawn else None
         out = self.render(tokens, size, prefix)
         self._prev = out
         return out[0]

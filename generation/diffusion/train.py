@@ -97,8 +97,9 @@ def data_fields(ds: PairDataset, codec) -> dict:
     """What the pairs and their codec fix: frame size, group, overlap, features, codec identity."""
     c = codec.config
     H, W = ds.meta["frame_size"]
-    return {"frame_size": (H, W), "group": c.group, "overlap": c.overlap, "feature_dim": c.feature_dim,
-            "feature_grid": (H // c.patch, W // c.patch), "codec": c.name, "codec_hash": codec.content_hash}
+    s = int(ds.meta.get("scale", 1))
+    return {"frame_size": (H, W), "scale": s, "group": c.group, "overlap": c.overlap, "feature_dim": c.feature_dim,
+            "feature_grid": (H // s // c.patch, W // s // c.patch), "codec": c.name, "codec_hash": codec.content_hash}
 
 
 def load_codec(args, ds: PairDataset):
@@ -118,8 +119,8 @@ def build_model(args, ds: PairDataset, codec, ck: Path | None) -> RendererModel:
         model.load_state_dict(load_file(str(ck / "model.safetensors")))
         args.unfreeze_backbone = st["args"].get("unfreeze_backbone", False)
     elif args.stage == 1:
-        cfg = get_preset(args.preset).replace(name=args.preset, **json.loads(args.config or "{}"))
-        model = RendererModel(cfg.replace(**data_fields(ds, codec)))
+        fields = {"name": args.preset, **json.loads(args.config or "{}"), **data_fields(ds, codec)}
+        model = RendererModel(get_preset(args.preset).replace(**fields))
     else:
         if not args.backbone:
             raise SystemExit("--stage 2 needs --backbone (a stage-1 renderer checkpoint)")
@@ -127,7 +128,7 @@ def build_model(args, ds: PairDataset, codec, ck: Path | None) -> RendererModel:
             base = load_renderer_checkpoint(args.backbone)
         except ValueError as e:
             raise SystemExit(str(e)) from None
-        cfg = base.config.replace(**json.loads(args.config or "{}"), **data_fields(ds, codec))
+        cfg = base.config.replace(**{**json.loads(args.config or "{}"), **data_fields(ds, codec)})
         model = RendererModel(cfg)
         model.backbone.load_state_dict(base.model.backbone.state_dict())
         model.attach_control()
@@ -140,10 +141,9 @@ def build_model(args, ds: PairDataset, codec, ck: Path | None) -> RendererModel:
 
 
 # ------------------------------------------------------------------ one step
-def features_of(codec, items: list[dict], group: int, size: tuple[int, int]) -> torch.Tensor:
+def features_of(codec, items: list[dict], group: int, grid: tuple[int, int]) -> torch.Tensor:
     """The frozen tokenizer's decoder features of each item's tokens, padded to the group:
     ``B x G x h x w x Cf``."""
-    grid = codec.model.grid_for(size)
     out = []
     with torch.no_grad():
         for it in items:
@@ -262,7 +262,6 @@ def train(args) -> Path:
                   f"({model.n_params(trainable=True) / 1e6:.2f}M trainable), {len(ds)} groups, text encoder "
                   f"{encoder.spec}", file=sys.stderr)
 
-    size = tuple(cfg.frame_size)
     t_start, t_log = time.time(), time.time()
     acc = {"loss": 0.0, "n": 0, "items": 0}
     while step < args.steps:
@@ -278,7 +277,7 @@ def train(args) -> Path:
         states = [s[:0] if drop else s for s, drop in zip(states, d["drop_text"].tolist())]
         text, text_mask = pad_text(states, cfg.text_dim)
         keep = prefix_keep(cfg, cfg.group, cfg.overlap, len(items)) & d["prefix"].view(-1, 1, 1, 1, 1)
-        feats = features_of(codec, items, cfg.group, size).to(dev) if model.has_control else None
+        feats = features_of(codec, items, cfg.group, tuple(cfg.feature_grid)).to(dev) if model.has_control else None
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
             loss = ddp(x0.to(dev), d["noise"].to(dev), d["t"].to(dev), text.to(dev), text_mask.to(dev),
                        keep.to(dev), feats)

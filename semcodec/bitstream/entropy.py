@@ -25,6 +25,8 @@ from typing import Any
 import constriction
 import numpy as np
 
+from ..errors import SemcodecError
+
 ENTROPY_MODES = ("fixed", "prior", "adaptive")
 
 PRECISION = 24                      # bits of every probability: they sum to 2**PRECISION
@@ -47,7 +49,7 @@ DEFAULT_INCREMENT = {"prior": 1 << 15, "uniform": 16}
 _SHA_CHARS = frozenset("0123456789abcdef")
 
 
-class PayloadError(ValueError):
+class PayloadError(SemcodecError, ValueError):
     """A payload or entropy parameter is wrong; the message is a fragment that the container
     completes with the file name and group number."""
 
