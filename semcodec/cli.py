@@ -28,6 +28,7 @@ Examples:
   semcodec encode video.mp4 -o tokens.bin
   semcodec decode tokens.bin -o recon.mp4
   semcodec decode tokens.bin -o clip.mp4 --start 2 --end 5
+  semcodec decode tokens.bin -o sharp.mp4 --renderer diffusion --steps 20
   semcodec info tokens.bin --json
 """
 
@@ -46,7 +47,7 @@ class UserError(SemcodecError):
 
 
 @contextmanager
-def _progress(desc: str):
+def _progress(desc: str, unit: str = "group"):
     """A tqdm bar on a terminal (nothing otherwise), as a ``progress(done, total)`` callback."""
     bar = None
 
@@ -54,7 +55,7 @@ def _progress(desc: str):
         nonlocal bar
         if bar is None:
             from tqdm import tqdm
-            bar = tqdm(total=total, desc=desc, unit="group", disable=not sys.stderr.isatty(), leave=False)
+            bar = tqdm(total=total, desc=desc, unit=unit, disable=not sys.stderr.isatty(), leave=False)
         bar.update(done - bar.n)
     try:
         yield update
@@ -101,13 +102,30 @@ def encode(src, dst, model, entropy, fps, device, backbone):
 @click.option("--model", default=None, help="model to decode with [default: the one named in the stream]")
 @click.option("--device", default=None)
 @click.option("--backbone", default=None, help=BACKBONE_HELP)
-def decode(src, dst, start, end, model, device, backbone):
+@click.option("--renderer", default=None, help="render with a plugin instead of the model's decoder: NAME or "
+              "NAME:WEIGHTS (e.g. diffusion; semcodec.renderers) [default: the direct decoder]")
+@click.option("--steps", type=int, default=None, help="with --renderer: sampling steps [default: the renderer's]")
+@click.option("--seed", type=int, default=None, help="with --renderer: the seed (same seed, same video) [default: 0]")
+def decode(src, dst, start, end, model, device, backbone, renderer, steps, seed):
     """Decode a token stream back to video at the source's size, frame rate and frame count."""
     from .codec import Codec, check_target
     check_target(dst, src)
+    if renderer is None and (steps is not None or seed is not None):
+        raise click.UsageError("--steps and --seed go with --renderer")
     codec = Codec.for_stream(src, model, device, backbone)     # the stream checked before a model loads
-    with _progress("decode") as cb:
-        codec.decode_file(src, dst, start=start, end=end, progress=cb)
+    if renderer is None:
+        with _progress("decode") as cb:
+            codec.decode_file(src, dst, start=start, end=end, progress=cb)
+        return
+    from .bitstream import StreamReader
+    from .renderers import load_renderer
+    codec.renderer = load_renderer(renderer, codec, steps=steps, seed=seed or 0)
+    with StreamReader(src) as r:
+        total = len(codec.span(r.header, start, end).groups) * codec.renderer.steps
+    with _progress(f"render ({renderer.partition(':')[0]})", "step") as cb:
+        done = iter(range(1, total + 1))
+        codec.renderer.on_step = lambda: cb(next(done, total), total)      # one tick per sampler step
+        codec.decode_file(src, dst, start=start, end=end)
 
 
 @cli.command(epilog=EXAMPLES)

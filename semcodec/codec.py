@@ -83,6 +83,7 @@ class Codec:
         self.ckpt, self.config, self.device = ckpt, ckpt.config, torch.device(device)
         self.model = ckpt.model.to(self.device).eval()
         self.default_fps: float | None = None      # a named operating point's semantic rate
+        self.renderer = None        # a plugin that replaces the decoder (semcodec.renderers), or None
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path | None = None, device: str | None = None,
@@ -152,6 +153,8 @@ class Codec:
     @torch.inference_mode()
     def decode_group(self, tokens: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
         """token ids -> ``T x h x w x 3`` float in [-1, 1] at the padded model size."""
+        if self.renderer is not None:
+            return self.renderer.decode_group(tokens, size)
         idx = torch.as_tensor(np.asarray(tokens, dtype=np.int64), device=self.device)[None]
         return self.model.decode(idx, size)[0].float().cpu()
 
@@ -350,6 +353,9 @@ class Codec:
         h = reader.header
         plan = GopPlan(h.semantic_frames, h.group, h.overlap)
         geo = Geometry((h.src_height, h.src_width), (h.scaled_height, h.scaled_width), (h.padded_height, h.padded_width))
+        s = getattr(self.renderer, "scale", 1) if self.renderer is not None else 1
+        drawn = geo if s == 1 else Geometry(geo.src, (geo.scaled[0] * s, geo.scaled[1] * s),     # a renderer drawing
+                                            (geo.padded[0] * s, geo.padded[1] * s))            # s x the model's pixels
         fader = CrossFader(plan, h.overlap)
         k = h.semantic_fps / h.src_fps
 
@@ -373,7 +379,7 @@ class Codec:
             b = min(h.semantic_frames - 1, a + 1)
             while b not in cache:
                 j, f = next(sem)
-                cache[j] = from_model(torch.from_numpy(f).float()[None], geo)[0].numpy()
+                cache[j] = from_model(torch.from_numpy(f).float()[None], drawn)[0].numpy()
             for j in [j for j in cache if j < a]:
                 del cache[j]
             w = u - a if b != a else 0.0
