@@ -120,12 +120,12 @@ def main(argv=None) -> dict:
             for name, fn, bucket in (("direct", direct(codec), decoded), ("renderer", renderer.decode_group, rendered)):
                 codec.renderer = rec = Recording(fn)
                 t0, c0 = time.perf_counter(), time.process_time()
-                with StreamReader(stream) as reader:
-                    bucket.append(np.stack(list(codec.iter_decode(reader))))
-                    header = reader.header
+                bucket.append(np.stack(list(codec.iter_decode(str(stream)))))     # with the model's prior
                 times[name] += time.perf_counter() - t0
                 cpu[name] += time.process_time() - c0
                 codec.renderer = None
+                with StreamReader(stream) as reader:
+                    header = reader.header
                 sem, starts = semantic_frames(header, rec.groups)
                 cont[name].append(continuity(sem, starts))
             pick = [semantic_source_index(j, fps, codec.semantic_fps(None), len(video)) for j in range(len(sem))]

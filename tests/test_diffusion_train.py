@@ -108,3 +108,9 @@ def test_ddp_two_processes(setup, tmp_path):
     rep = json.loads((out / "replicas.json").read_text())
     assert rep["world"] == 2 and rep["hashes"][0] == rep["hashes"][1]
     assert load_renderer_checkpoint(out / "final.safetensors").stage == 2
+
+
+def test_pairs_at_another_scale_are_refused(setup, tmp_path):
+    with pytest.raises(SystemExit, match=r"holds frames at 1 x the coded size, the world preset draws at 2 x: "
+                                         r"rebuild the pairs with --scale 2"):
+        train_main(["--data", str(setup["pairs"]), "--out", str(tmp_path / "x"), "--preset", "world", "--steps", "1"])

@@ -119,8 +119,13 @@ def build_model(args, ds: PairDataset, codec, ck: Path | None) -> RendererModel:
         model.load_state_dict(load_file(str(ck / "model.safetensors")))
         args.unfreeze_backbone = st["args"].get("unfreeze_backbone", False)
     elif args.stage == 1:
-        fields = {"name": args.preset, **json.loads(args.config or "{}"), **data_fields(ds, codec)}
-        model = RendererModel(get_preset(args.preset).replace(**fields))
+        over, data = json.loads(args.config or "{}"), data_fields(ds, codec)
+        want = over.get("scale", get_preset(args.preset).scale)
+        if want != data["scale"]:
+            raise SystemExit(f"{args.data} holds frames at {data['scale']} x the coded size, the {args.preset} preset "
+                             f"draws at {want} x: rebuild the pairs with --scale {want} (or give "
+                             f"--config '{{\"scale\": {data['scale']}}}')")
+        model = RendererModel(get_preset(args.preset).replace(name=args.preset, **{**over, **data}))
     else:
         if not args.backbone:
             raise SystemExit("--stage 2 needs --backbone (a stage-1 renderer checkpoint)")
