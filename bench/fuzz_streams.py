@@ -312,13 +312,13 @@ def _longer(rng: random.Random, h: dict, v2: bool) -> list:
 
 def run_case(codec, path) -> str:
     """Decode like ``semcodec decode`` without writing video; 'ok' or the user error."""
+    from semcodec import SemcodecError
     from semcodec.bitstream import StreamReader
-    from semcodec.cli import _user_errors
     try:
         with StreamReader(path, prior_counts=codec.prior, context=codec.context_model) as r:
             for _ in codec.iter_decode(r):
                 pass
-    except _user_errors() as e:
+    except SemcodecError as e:
         msg = str(e)
         if "\n" in msg or not msg:
             raise AssertionError(f"not a one-line message: {msg!r}") from e

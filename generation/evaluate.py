@@ -867,8 +867,6 @@ def load_video(path) -> tuple[np.ndarray, float]:
 
 
 # ------------------------------------------------------------------------------------- command line
-VIDEO_EXT = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".gif"}
-
 HELP = """Score videos of the procedural world against what their captions say (a mini-VBench).
 
 \b
@@ -903,10 +901,11 @@ Examples:
 
 
 def _videos(paths) -> list[Path]:
+    from semcodec.video import is_video_file          # semcodec's one list of video extensions
     out = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in VIDEO_EXT)
+            out += sorted(f for f in p.iterdir() if f.is_file() and is_video_file(f))
         elif p.exists():
             out.append(p)
         else:

@@ -8,8 +8,8 @@ boolean mask. ``"auto"`` = flex (compiled) on CUDA, SDPA elsewhere.
 Where the masks live, and why: in :mod:`semcodec.model.masks`, next to the token layout, not
 here. The rule (who may see whom) is a property of the layout (visual / IFrame / PFrame tokens and
 their frames), so it is written once as a ``mask_mod`` there, checked against a dense reference
-written from the rule text, and cached per (layout, role) by ``get_mask``; this module stays
-mask-agnostic and only consumes the two forms of one mask object:
+written from the rule text, and kept per (layout, role) by the model that uses it (its
+``LayoutCache``); this module stays mask-agnostic and only consumes the two forms of one mask object:
 ``dense(device) -> L x L bool`` (SDPA; L*L bytes: 352 MB at the landiff length 18768) and
 ``block_mask(device) -> BlockMask`` (flex; block indices only, 340 KiB at 18768; empty blocks skipped).
 Both are built once per shape and device, never per call.

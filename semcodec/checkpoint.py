@@ -5,9 +5,15 @@ by the model that made it. Format 2 (written now) hashes the config JSON and the
 (names, dtypes, shapes and bytes, in name order); format 1 (the shipped ``s128``) hashed the
 tensors only and is still read, so its streams keep their identity.
 
+A model's identity is its name plus that content hash (:class:`ModelIdentity`): the name is
+recorded in the metadata (``name``) by export and training, and is not the preset's name (the
+config's ``name``, which says which architecture to build); a checkpoint without one (the shipped
+``s128``) is named by its config.
+
 A checkpoint is a file from anywhere: its header is parsed with bounded memory, its config
 checked against ``limits`` and against the size of its tensors, and its hash verified, all
-before a model is built.
+before a model is built. The model is then built on the meta device (no memory, no random
+initialisation) and takes the file's tensors as its own (``load_state_dict(assign=True)``).
 """
 from __future__ import annotations
 
@@ -52,23 +58,41 @@ def atomic_save_file(tensors: dict, path: str | Path, metadata: dict[str, str]) 
 PRIOR_KEY = "entropy.token_counts"     # int64 K: token frequencies on the training data
 
 
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Which model made a token stream or a dataset: ``name`` (a label, e.g. ``"s128"``) and
+    ``content_hash`` (SHA-256 of its config and weights: the part that is checked)."""
+    name: str
+    content_hash: str
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.content_hash[:12]})"
+
+
 @dataclass
 class Checkpoint:
     model: torch.nn.Module          # VideoTokenizer, float32, eval mode
-    config: CodecConfig
+    config: CodecConfig             # config.name is the preset (architecture), not the model's name
     content_hash: str
     token_counts: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
+    model_name: str | None = None   # the model's own name (None: the config's)
 
     @property
     def name(self) -> str:
-        return self.config.name
+        return self.model_name or self.config.name
+
+    @property
+    def identity(self) -> ModelIdentity:
+        return ModelIdentity(self.name, self.content_hash)
 
 
 def save_checkpoint(model: torch.nn.Module, config: CodecConfig, path: str | Path, dtype: torch.dtype | None = None,
-                    extra: dict | None = None, token_counts: np.ndarray | None = None) -> str:
+                    extra: dict | None = None, token_counts: np.ndarray | None = None,
+                    name: str | None = None) -> str:
     """Write ``model.state_dict()`` (optionally cast to ``dtype``) and, when given, the entropy
-    prior ``token_counts``; return the content hash (which covers both)."""
+    prior ``token_counts``; return the content hash (which covers both). ``name`` is the model's
+    name (recorded in streams it makes; default: the preset's)."""
     state = {}
     for k, v in model.state_dict().items():
         v = v.detach().cpu().contiguous()
@@ -77,7 +101,7 @@ def save_checkpoint(model: torch.nn.Module, config: CodecConfig, path: str | Pat
         state[PRIOR_KEY] = torch.as_tensor(np.asarray(token_counts, dtype=np.int64))
     config_json = config.to_json()
     digest = content_hash(state, config_json)
-    meta = {"format": FORMAT, "config": config_json, "content_hash": digest,
+    meta = {"format": FORMAT, "config": config_json, "content_hash": digest, "name": check_name(name or config.name),
             "extra": json.dumps(extra or {}, sort_keys=True)}
     atomic_save_file(state, path, meta)
     return digest
@@ -124,6 +148,13 @@ def read_metadata(path: str | Path) -> dict:
     return read_header(path)[0]
 
 
+def check_name(name: str) -> str:
+    """A model name: 1..256 printable characters (it is written into every stream's header)."""
+    if not isinstance(name, str) or not 1 <= len(name) <= 256 or not name.isprintable():
+        raise ValueError(f"a model name must be 1..256 printable characters, got {name!r}")
+    return name
+
+
 def checked_config(meta: dict, elements: int) -> CodecConfig:
     """The checkpoint's config, within ``limits`` and backed by enough tensor elements; ValueError."""
     try:
@@ -138,12 +169,18 @@ def checked_config(meta: dict, elements: int) -> CodecConfig:
     return config
 
 
-def load_checkpoint(path: str | Path, map_location="cpu", verify: bool = True) -> Checkpoint:
-    """A checkpoint from ``path``; ValueError (one line) for anything wrong with the file."""
-    from .model.video_tokenizer import VideoTokenizer
+def load_checkpoint(path: str | Path, map_location="cpu", verify: bool = True, backbone=None) -> Checkpoint:
+    """A checkpoint from ``path``; ValueError (one line) for anything wrong with the file.
+    ``backbone``: the pretrained backbone of a ``features="backbone"`` model (a local folder or
+    file, see ``semcodec.features.backbone``; never read from the checkpoint)."""
     from .bitstream import quantize_prior
     meta, elements = read_header(path)
     config = checked_config(meta, elements)
+    name = meta.get("name")
+    try:
+        name = None if name is None else check_name(name)
+    except ValueError as e:
+        raise ValueError(f"invalid model name: {e}") from None
     try:
         state = load_file(str(path), device="cpu")
     except SafetensorError as e:
@@ -161,9 +198,24 @@ def load_checkpoint(path: str | Path, map_location="cpu", verify: bool = True) -
         except (ValueError, TypeError) as e:
             raise ValueError(f"invalid token prior: {e}") from None
     try:
-        model = VideoTokenizer(config)
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        model = build_from_state(config, state, backbone=backbone)
     except (ValueError, RuntimeError, TypeError, ArithmeticError, IndexError, KeyError) as e:
         raise ValueError(f"the weights do not fit the config ({str(e).splitlines()[0]})") from None
     return Checkpoint(model.to(map_location).eval(), config, digest,
-                      None if counts is None else counts.numpy(), meta)
+                      None if counts is None else counts.numpy(), meta, name)
+
+
+def build_from_state(config: CodecConfig, state: dict[str, torch.Tensor], backbone=None) -> torch.nn.Module:
+    """A :class:`~semcodec.model.video_tokenizer.VideoTokenizer` for ``config`` holding ``state``
+    (float32): built on the meta device, so no memory is spent on weights that are replaced at
+    once, then given the tensors themselves (``assign=True``: no copy). Every parameter and
+    persistent buffer must be in ``state`` and nothing else (strict)."""
+    from .model.video_tokenizer import VideoTokenizer
+    with torch.device("meta"):
+        model = VideoTokenizer(config, backbone=backbone)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()},
+                          strict=True, assign=True)
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise ValueError(f"the model has tensors the file does not set: {left[:3]}")
+    return model

@@ -1,16 +1,25 @@
 """The ``semcodec`` command line.
 
 Every user mistake ends with one line ``error: ...`` on stderr and exit status 1 (2 for a usage
-error), never a traceback, never a partial output file.
+error), never a traceback, never a partial output file. The commands are thin: the checks live in
+the library (``Codec.encode_file`` checks its output path, ``Codec.for_stream`` the stream and the
+model it names, ``TrainConfig.check`` the training options), so the CLI and the Python API refuse
+the same things with the same words.
+
+Start-up: this module imports click and semcodec's torch-free modules only; every command imports
+what it needs when it runs, so ``semcodec --help`` and ``semcodec info`` never load torch
+(``python -m bench.startup`` measures it).
 """
 from __future__ import annotations
 
 import json
-import os
 import sys
-from pathlib import Path
+from contextlib import contextmanager
 
 import click
+
+from .errors import SemcodecError
+from .train_config import click_options, expand_many, many_value_options
 
 EXAMPLES = """
 \b
@@ -19,39 +28,40 @@ Examples:
   semcodec encode video.mp4 -o tokens.bin
   semcodec decode tokens.bin -o recon.mp4
   semcodec decode tokens.bin -o clip.mp4 --start 2 --end 5
+  semcodec decode tokens.bin -o sharp.mp4 --renderer diffusion --steps 20
   semcodec info tokens.bin --json
 """
 
+TRAIN_EXAMPLES = """
+\b
+Examples:
+  semcodec train --preset s128 --data videos/ photos/ synth --out runs/my-model --bf16
+  torchrun --nproc-per-node 2 -m semcodec.train --preset s128 --data synth --out runs/ddp
+  semcodec export runs/my-model -o my-model.safetensors
+  semcodec encode video.mp4 -o tokens.bin --model my-model.safetensors
+"""
 
-class UserError(Exception):
+
+class UserError(SemcodecError):
     pass
 
 
-def _user_errors():
-    from .bitstream import BitstreamError
-    from .codec import CodecError
-    from .data.dataset import DatasetError
-    from .video import VideoError
-    from .zoo import ModelError
-    return (BitstreamError, CodecError, DatasetError, VideoError, ModelError, UserError)
+@contextmanager
+def _progress(desc: str, unit: str = "group"):
+    """A tqdm bar on a terminal (nothing otherwise), as a ``progress(done, total)`` callback."""
+    bar = None
 
-
-def _progress(total: int, desc: str):
-    """A tqdm bar on a terminal, nothing otherwise; returns (callback, close)."""
-    from tqdm import tqdm
-    bar = tqdm(total=total, desc=desc, unit="group", disable=not sys.stderr.isatty(), leave=False)
-    return (lambda _rec: bar.update(1)), bar.close
-
-
-def _check_output(path: str, src: str | None = None) -> None:
-    parent = Path(path).resolve().parent
-    if not parent.is_dir():
-        raise UserError(f"output folder does not exist: {parent}")
-    if Path(path).is_dir():
-        raise UserError(f"output is a directory: {path}")
-    # samefile compares device and inode: links, hard links and other spellings all count
-    if src is not None and os.path.exists(path) and os.path.exists(src) and os.path.samefile(src, path):
-        raise UserError(f"output is the input file: {path} (writing it would destroy the input)")
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            from tqdm import tqdm
+            bar = tqdm(total=total, desc=desc, unit=unit, disable=not sys.stderr.isatty(), leave=False)
+        bar.update(done - bar.n)
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 @click.group(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
@@ -60,59 +70,62 @@ def cli():
     """semcodec: a semantic video codec (LanDiff tokenizer): video <-> a few hundred tokens per second."""
 
 
+BACKBONE_HELP = ("local folder of the pretrained backbone, for models whose features come from one (landiff): "
+                 "a Theia / DeiT / ViT folder in the Hugging Face layout")
+
+
 @cli.command(epilog=EXAMPLES)
 @click.argument("src", type=click.Path(dir_okay=True))
 @click.option("-o", "--output", "dst", required=True, help="token stream to write (tokens.bin)")
 @click.option("--model", default=None, help="shipped model name (s128, or an operating point: s128-2fps, "
-              "s128-8fps) or checkpoint path [default: s128]")
+              "s128-8fps), checkpoint file or model folder [default: s128]")
 @click.option("--entropy", type=click.Choice(["context", "adaptive", "prior", "fixed"]), default=None,
               help="entropy coding of token ids [default: context when the model ships a context model, else adaptive]")
 @click.option("--fps", type=float, default=None,
               help="semantic frames per second, the rate control: tokens/s scale with it [default: the model's]")
 @click.option("--device", default=None, help="torch device [default: cuda if available, else cpu]")
-def encode(src, dst, model, entropy, fps, device):
+@click.option("--backbone", default=None, help=BACKBONE_HELP)
+def encode(src, dst, model, entropy, fps, device, backbone):
     """Encode a video (any container FFmpeg reads) into a token stream."""
-    from .codec import Codec
-    from .gop import plan_groups
-    from .video import probe, semantic_frame_count
-    _check_output(dst, src)
-    info = probe(src)
-    codec = Codec.load(model, device)
-    n_sem = semantic_frame_count(info.frames, info.fps, codec.semantic_fps(fps))
-    cb, close = _progress(len(plan_groups(n_sem, codec.config.group, codec.config.overlap)), "encode")
-    try:
+    from .codec import Codec, check_target
+    check_target(dst, src)              # before the model loads: a typo costs no wait
+    codec = Codec.from_pretrained(model, device, backbone)
+    with _progress("encode") as cb:
         codec.encode_file(src, dst, entropy=entropy, progress=cb, fps=fps)
-    finally:
-        close()
 
 
 @cli.command(epilog=EXAMPLES)
 @click.argument("src", type=click.Path(dir_okay=True))
-@click.option("-o", "--output", "dst", required=True, help="video to write (.mp4, .mkv, .mov, .webm)")
+@click.option("-o", "--output", "dst", required=True, help="video to write (.mp4, .mkv, .mov, .webm, .avi)")
 @click.option("--start", type=float, default=None, help="first second to decode")
 @click.option("--end", type=float, default=None, help="second to stop at (exclusive)")
 @click.option("--model", default=None, help="model to decode with [default: the one named in the stream]")
 @click.option("--device", default=None)
-def decode(src, dst, start, end, model, device):
+@click.option("--backbone", default=None, help=BACKBONE_HELP)
+@click.option("--renderer", default=None, help="render with a plugin instead of the model's decoder: NAME or "
+              "NAME:WEIGHTS (e.g. diffusion; semcodec.renderers) [default: the direct decoder]")
+@click.option("--steps", type=int, default=None, help="with --renderer: sampling steps [default: the renderer's]")
+@click.option("--seed", type=int, default=None, help="with --renderer: the seed (same seed, same video) [default: 0]")
+def decode(src, dst, start, end, model, device, backbone, renderer, steps, seed):
     """Decode a token stream back to video at the source's size, frame rate and frame count."""
+    from .codec import Codec, check_target
+    check_target(dst, src)
+    if renderer is None and (steps is not None or seed is not None):
+        raise click.UsageError("--steps and --seed go with --renderer")
+    codec = Codec.for_stream(src, model, device, backbone)     # the stream checked before a model loads
+    if renderer is None:
+        with _progress("decode") as cb:
+            codec.decode_file(src, dst, start=start, end=end, progress=cb)
+        return
     from .bitstream import StreamReader
-    from .codec import Codec
-    from .zoo import shipped_models
-    _check_output(dst, src)
-    with StreamReader(src) as reader:      # the whole container checked before a model is loaded
-        header = reader.header
-    if model is None and header.model_name not in shipped_models():
-        # a name from the file is never taken as a path: a stream must not pick files to load
-        raise UserError(f"the stream was made by model '{header.model_name}', which semcodec does not "
-                        f"ship: give its checkpoint with --model")
-    codec = Codec.load(model or header.model_name, device)
-    codec.check_stream(header)
-    span = codec.span(header, start, end)
-    cb, close = _progress(len(span.groups), "decode")
-    try:
-        codec.decode_file(src, dst, start=start, end=end, progress=cb)
-    finally:
-        close()
+    from .renderers import load_renderer
+    codec.renderer = load_renderer(renderer, codec, steps=steps, seed=seed or 0)
+    with StreamReader(src) as r:
+        total = len(codec.span(r.header, start, end).groups) * codec.renderer.steps
+    with _progress(f"render ({renderer.partition(':')[0]})", "step") as cb:
+        done = iter(range(1, total + 1))
+        codec.renderer.on_step = lambda: cb(next(done, total), total)      # one tick per sampler step
+        codec.decode_file(src, dst, start=start, end=end)
 
 
 @cli.command(epilog=EXAMPLES)
@@ -124,7 +137,7 @@ def decode(src, dst, start, end, model, device):
               "uses [default: the shipped one it names]")
 def info(src, as_json, verify, model):
     """Describe a token stream: model, duration, groups, tokens, rates."""
-    from .codec import stream_stats, verify_stream
+    from .stream import stream_stats, verify_stream
     s = verify_stream(src, model) if verify else stream_stats(src)
     if as_json:
         click.echo(json.dumps(s, indent=2))
@@ -148,19 +161,66 @@ def info(src, as_json, verify, model):
 def sample(dst):
     """Write the shipped sample clip (4 s of Big Buck Bunny, 320x180, CC-BY Blender Foundation)."""
     import shutil
+    from pathlib import Path
     from .atomic import atomic_path
-    _check_output(dst)
+    from .codec import check_target
+    check_target(dst)
     with atomic_path(dst, suffix=Path(dst).suffix) as tmp:
         shutil.copyfile(Path(__file__).parent / "data" / "samples" / "sample.mp4", tmp)
     click.echo(dst)
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
-@click.pass_context
-def train(ctx):
-    """Train a codec (see `semcodec train --help`)."""
-    from .train import main as train_main
-    train_main(ctx.args)
+class _ManyValues(click.Command):
+    """A command whose list options take their values argparse-style: ``--data a b c``."""
+
+    def parse_args(self, ctx, args):
+        return super().parse_args(ctx, expand_many(args, many_value_options()))
+
+
+@cli.command(cls=_ManyValues, epilog=TRAIN_EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
+@click_options
+def train(**options):
+    """Train a codec (resumable: run the same command again after a kill)."""
+    from .train import train as run_training
+    from .train_config import TrainConfig
+    run_training(TrainConfig.from_dict(options))
+
+
+@cli.command(epilog=TRAIN_EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("run_dir", type=click.Path())
+@click.option("-o", "--output", "out", required=True, help="checkpoint to write (my-model.safetensors)")
+@click.option("--name", default=None, help="the model's name, recorded in every stream it makes [default: the "
+              "output file's name without .safetensors]")
+@click.option("--prior-batches", type=int, default=100, show_default=True,
+              help="batches to measure the token prior on (0: none)")
+@click.option("--backbone", default=None, help=BACKBONE_HELP + " [default: the run's]")
+def export(run_dir, out, name, prior_batches, backbone):
+    """Export a training run as a shippable model: EMA weights in float16 and the token prior."""
+    from pathlib import Path
+    from .codec import check_target
+    from .export import export as run_export
+    check_target(out)
+    digest = run_export(run_dir, out, prior_batches, name, backbone)
+    click.echo(f"wrote {out} ({Path(out).stat().st_size / 1e6:.2f} MB, hash {digest[:16]})")
+
+
+@cli.command(epilog="""
+\b
+Examples:
+  semcodec convert ckpts/LanDiff/tokenizer/model.safetensors -o landiff.safetensors
+  semcodec encode video.mp4 -o tokens.bin --model landiff.safetensors --backbone theia-base/
+""")
+@click.argument("src", type=click.Path())
+@click.option("-o", "--output", "out", required=True, help="semcodec checkpoint to write")
+@click.option("--name", default="landiff", show_default=True, help="the model's name")
+def convert(src, out, name):
+    """Convert the authors' released LanDiff tokenizer checkpoint into a semcodec checkpoint."""
+    from pathlib import Path
+    from .codec import check_target
+    from .convert import convert as run_convert
+    check_target(out, src)
+    digest = run_convert(src, out, name)
+    click.echo(f"wrote {out} ({Path(out).stat().st_size / 1e6:.2f} MB, hash {digest[:16]})")
 
 
 def _os_message(e: OSError) -> str:
@@ -177,7 +237,6 @@ def main(argv=None) -> int:
 def run_click(command: click.Command, argv, prog_name: str) -> int:
     """Run a click command the house way: user mistakes -> one ``error:`` line and exit 1
     (2 for usage), never a traceback. Returns the exit status."""
-    errors = _user_errors()
     try:
         command.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Exit as e:
@@ -188,7 +247,7 @@ def run_click(command: click.Command, argv, prog_name: str) -> int:
     except click.UsageError as e:
         click.echo(f"error: {e.format_message()}", err=True)
         return 2
-    except errors as e:
+    except SemcodecError as e:
         click.echo(f"error: {e}", err=True)
         return 1
     except OSError as e:           # a file the user named cannot be opened, read or written

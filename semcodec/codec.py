@@ -1,12 +1,20 @@
-"""Video file <-> token stream, group by group (the codec proper).
+"""Video <-> token stream, group by group (the codec proper).
 
 encode: source frames -> semantic frames (nearest in time, ``fps`` of the model) -> model geometry
-(scaled, edge-padded) -> groups of G frames overlapping by O -> token ids -> ``tokens.bin``.
+(scaled, edge-padded) -> groups of G frames overlapping by O -> token ids -> a token stream.
 decode: token ids -> frames per group -> linear cross-fade of overlaps -> source size -> source
-frame rate by linear blending of the two nearest semantic frames -> H.264 MP4 (or what the
-extension asks for).
+frame rate by linear blending of the two nearest semantic frames -> frames (or an H.264 MP4, or
+what the extension asks for).
 
-Both directions stream: at most one group of frames (plus one overlap) is held in memory, so peak
+The API (README, "Python API")::
+
+    codec = Codec.from_pretrained("s128")           # a shipped name, a checkpoint file or folder
+    stream = codec.encode(frames, fps)              # T x H x W x 3 uint8 in memory -> TokenStream
+    video = codec.decode(stream)                    # -> T x H x W x 3 uint8, the source's size and rate
+    codec.encode_file("in.mp4", "tokens.bin")       # files (or binary file objects), streaming
+    codec.decode_file("tokens.bin", "out.mp4", start=2, end=5)
+
+The file forms stream: at most one group of frames (plus one overlap) is held in memory, so peak
 memory does not grow with the length of the video.
 """
 from __future__ import annotations
@@ -20,18 +28,24 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from .bitstream import BitstreamError, GroupRecord, StreamHeader, StreamReader, StreamWriter, read_header
-from .checkpoint import Checkpoint
-from .gop import CrossFader, Group, plan_groups
-from .video import (Geometry, VideoInfo, VideoWriter, from_model, iter_semantic_frames, probe,
-                    semantic_frame_count, to_model)
+from .bitstream import BitstreamError, GroupRecord, StreamHeader, StreamReader, StreamWriter
+from .checkpoint import Checkpoint, ModelIdentity
+from .errors import OutputError, SemcodecError
+from .gop import CrossFader, GopPlan, Group
 from .limits import MAX_OUTPUT_PIXELS_PER_BYTE, MAX_SEMANTIC_FPS, MIN_SEMANTIC_FPS, LimitError, check_source
-from .zoo import load_model, model_file, operating_point
+from .stream import TokenStream, stream_stats  # noqa: F401  (stream_stats: where it used to live)
+from .video import (Geometry, VideoInfo, VideoWriter, from_model, iter_semantic_frames, probe, semantic_frame_count,
+                    semantic_source_index, to_model)
+from .zoo import load_model, model_file, operating_point, shipped_models
 
 DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+ENTROPY = ("context", "adaptive", "prior", "fixed")
+
+# progress callbacks are called as progress(groups done, groups in all)
+Progress = Callable[[int, int], None]
 
 
-class CodecError(ValueError):
+class CodecError(SemcodecError, ValueError):
     """A request the codec cannot honour (message is user-facing)."""
 
 
@@ -43,34 +57,79 @@ class Span:
     groups: list[Group]
 
 
+def check_target(dst, src=None) -> None:
+    """An output path the codec may write: its folder exists, it is not a folder, and it is not
+    the input (``src``) under another name (links included). ``OutputError`` otherwise."""
+    if not isinstance(dst, (str, Path)):
+        return
+    parent = Path(dst).resolve().parent
+    if not parent.is_dir():
+        raise OutputError(f"output folder does not exist: {parent}")
+    if Path(dst).is_dir():
+        raise OutputError(f"output is a directory: {dst}")
+    # samefile compares device and inode: links, hard links and other spellings all count
+    if isinstance(src, (str, Path)) and Path(dst).exists() and Path(src).exists() and Path(src).samefile(dst):
+        raise OutputError(f"output is the input file: {dst} (writing it would destroy the input)")
+
+
 class Codec:
     """A loaded model ready to encode and decode.
 
-    ``Codec.load(None)`` is the shipped default; ``Codec.load("s128")`` a shipped model by name;
-    ``Codec.load("run/final.safetensors")`` any checkpoint.
+    ``Codec.from_pretrained()`` is the shipped default, ``Codec.from_pretrained("s128")`` a
+    shipped model (or a named operating point, ``zoo.OPERATING_POINTS``) by name,
+    ``Codec.from_pretrained("run/final.safetensors")`` any checkpoint (or a folder holding one).
     """
 
     def __init__(self, ckpt: Checkpoint, device="cpu"):
         self.ckpt, self.config, self.device = ckpt, ckpt.config, torch.device(device)
         self.model = ckpt.model.to(self.device).eval()
         self.default_fps: float | None = None      # a named operating point's semantic rate
+        self.renderer = None        # a plugin that replaces the decoder (semcodec.renderers), or None
         self.weights_path: Path | None = None      # where the weights came from (finds the context model)
         self._context = None
 
     @classmethod
-    def load(cls, model: str | Path | None = None, device: str | None = None) -> "Codec":
-        """A shipped model by name (or a named operating point, ``zoo.OPERATING_POINTS``) or a
-        checkpoint path; None: the shipped default."""
+    def from_pretrained(cls, name_or_path: str | Path | None = None, device: str | None = None,
+                        backbone: str | Path | None = None) -> "Codec":
+        """A shipped model by name (or a named operating point), a checkpoint file, or a folder
+        holding one (``model.safetensors``); None: the shipped default. ``device``: a torch device
+        (default: cuda if there, else cpu). ``backbone``: the local folder (or file) of the
+        pretrained backbone of a model whose features come from one (``landiff``)."""
         device = usable_device(device)
-        model, fps = operating_point(model)
-        codec = cls(load_model(model, device), device)
+        model, fps = operating_point(name_or_path)
+        codec = cls(load_model(model, device, backbone=backbone), device)
         codec.default_fps = fps
         codec.weights_path = model_file(model)
         return codec
 
+    @classmethod
+    def load(cls, model: str | Path | None = None, device: str | None = None) -> "Codec":
+        """:meth:`from_pretrained` (the older name)."""
+        return cls.from_pretrained(model, device)
+
+    @classmethod
+    def for_stream(cls, src, model: str | Path | None = None, device: str | None = None,
+                   backbone: str | Path | None = None) -> "Codec":
+        """The codec to decode ``src`` (a path, a binary file object, bytes or a TokenStream):
+        ``model`` if given, else the shipped model the stream names. The stream's container is
+        checked whole first (a damaged file fails before a model is loaded); a name from the
+        stream is never taken as a path (a stream must not pick files to load)."""
+        header = _stream_header(src)
+        if model is None and header.model_name not in shipped_models():
+            raise CodecError(f"the stream was made by model '{header.model_name}', which semcodec does not "
+                             f"ship: give its checkpoint with --model")
+        codec = cls.from_pretrained(model or header.model_name, device, backbone)
+        codec.check_stream(header)
+        return codec
+
+    @property
+    def identity(self) -> ModelIdentity:
+        """The model's name and content hash: what its streams and datasets record."""
+        return self.ckpt.identity
+
     @property
     def name(self) -> str:
-        return self.config.name
+        return self.ckpt.name
 
     @property
     def content_hash(self) -> str:
@@ -96,6 +155,9 @@ class Codec:
         """``context`` when the model ships a context model, else ``adaptive``."""
         return "context" if self.context_model is not None else "adaptive"
 
+    def __repr__(self) -> str:
+        return f"Codec({self.identity}, preset {self.config.name!r}, {self.device})"
+
     # ------------------------------------------------------------------ tokens <-> frames
     def geometry(self, height: int, width: int) -> Geometry:
         c = self.config
@@ -109,6 +171,8 @@ class Codec:
     @torch.inference_mode()
     def decode_group(self, tokens: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
         """token ids -> ``T x h x w x 3`` float in [-1, 1] at the padded model size."""
+        if self.renderer is not None:
+            return self.renderer.decode_group(tokens, size)
         idx = torch.as_tensor(np.asarray(tokens, dtype=np.int64), device=self.device)[None]
         return self.model.decode(idx, size)[0].float().cpu()
 
@@ -121,55 +185,29 @@ class Codec:
             raise CodecError(f"--fps must be between {MIN_SEMANTIC_FPS:g} and {MAX_SEMANTIC_FPS:g}, got {fps:g}")
         return float(fps)
 
-    def iter_encode(self, src, info: VideoInfo | None = None, fps: float | None = None
-                    ) -> tuple[StreamHeader, Iterator[GroupRecord]]:
-        """The stream header (entropy mode still to be set) and a lazy iterator over coded groups,
-        at semantic frame rate ``fps`` (default: the model's)."""
-        info = info or probe(src)
-        c = self.config
-        sem_fps = self.semantic_fps(fps)
-        geo = self.geometry(info.height, info.width)
-        n_sem = semantic_frame_count(info.frames, info.fps, sem_fps)
-        plan = plan_groups(n_sem, c.group, c.overlap)
-        header = StreamHeader(
-            model_name=c.name, model_hash=self.content_hash, src_fps=info.fps, src_width=info.width,
-            src_height=info.height, src_frames=info.frames, semantic_fps=sem_fps, semantic_frames=n_sem,
-            scaled_height=geo.scaled[0], scaled_width=geo.scaled[1], padded_height=geo.padded[0],
-            padded_width=geo.padded[1], group=c.group, overlap=c.overlap, iframe_tokens=c.iframe_tokens,
-            pframe_tokens=c.pframe_tokens, codebook_size=c.codebook_size, n_groups=len(plan),
-            entropy_mode="fixed", entropy_params={})
-
-        def groups():
-            buf: dict[int, torch.Tensor] = {}
-            frames = iter_semantic_frames(src, info, sem_fps)
-            j = 0
-            for g in plan:
-                while j < g.stop:
-                    buf[j] = to_model(next(frames)[None], geo)[0]
-                    j += 1
-                clip = torch.stack([buf[k] for k in range(g.start, g.stop)])
-                yield GroupRecord(g.index, g.start, g.valid, self.encode_group(clip))
-                for k in [k for k in buf if k < g.start + c.group - c.overlap]:
-                    del buf[k]
-        return header, groups()
-
-    def encode_file(self, src, dst, entropy: str | None = None, progress: Callable | None = None,
-                    fps: float | None = None) -> StreamHeader:
-        """Encode video ``src`` to token stream ``dst`` (written atomically) at semantic rate ``fps``
-        with entropy mode ``entropy`` (default: ``default_entropy``)."""
+    # ------------------------------------------------------------------ encoding
+    def _header(self, info: VideoInfo, sem_fps: float, entropy: str | None) -> StreamHeader:
+        """The header of a stream of ``info``'s video (``entropy`` None: ``default_entropy``); its
+        entropy parameters are completed by the writer (``StreamWriter.header``,
+        ``TokenStream.header``)."""
         entropy = entropy or self.default_entropy
+        if entropy not in ENTROPY:
+            raise CodecError(f"entropy must be one of {', '.join(ENTROPY)}, got {entropy!r}")
         if entropy == "prior" and self.prior is None:
             raise CodecError(f"model '{self.name}' ships no token prior: use --entropy adaptive or fixed")
         if entropy == "context" and self.context_model is None:
             raise CodecError(f"model '{self.name}' ships no context model: use --entropy adaptive or fixed")
-        header, groups = self.iter_encode(src, fps=fps)
-        header = dataclasses.replace(header, entropy_mode=entropy, entropy_params=self.entropy_params(header, entropy))
-        with StreamWriter(dst, header, prior_counts=self.prior, context=self.context_model) as w:
-            for rec in groups:
-                w.write_group(rec)
-                if progress:
-                    progress(rec)
-        return w.header
+        c = self.config
+        geo = self.geometry(info.height, info.width)
+        n_sem = semantic_frame_count(info.frames, info.fps, sem_fps)
+        header = StreamHeader(
+            model_name=self.name, model_hash=self.content_hash, src_fps=info.fps, src_width=info.width,
+            src_height=info.height, src_frames=info.frames, semantic_fps=sem_fps, semantic_frames=n_sem,
+            scaled_height=geo.scaled[0], scaled_width=geo.scaled[1], padded_height=geo.padded[0],
+            padded_width=geo.padded[1], group=c.group, overlap=c.overlap, iframe_tokens=c.iframe_tokens,
+            pframe_tokens=c.pframe_tokens, codebook_size=c.codebook_size,
+            n_groups=len(GopPlan(n_sem, c.group, c.overlap)), entropy_mode=entropy, entropy_params={})
+        return dataclasses.replace(header, entropy_params=self.entropy_params(header, entropy))
 
     def entropy_params(self, header: StreamHeader, entropy: str) -> dict:
         """Entropy parameters the writer cannot know: the context mode's token lattices are this
@@ -181,6 +219,69 @@ class Codec:
         c = self.config
         return {"iframe_rows": lattice_shape(c.iframe_tokens, grid)[0],
                 "pframe_rows": lattice_shape(c.pframe_tokens, grid)[0] if c.pframe_tokens else 0}
+
+    def _coded_groups(self, header: StreamHeader, frames: Iterator[np.ndarray]) -> Iterator[GroupRecord]:
+        """Semantic frames (``H x W x 3`` uint8, in order) -> one coded group at a time."""
+        h = header
+        geo = Geometry((h.src_height, h.src_width), (h.scaled_height, h.scaled_width), (h.padded_height, h.padded_width))
+        buf: dict[int, torch.Tensor] = {}
+        j = 0
+        for g in GopPlan(h.semantic_frames, h.group, h.overlap):
+            while j < g.stop:
+                buf[j] = to_model(next(frames)[None], geo)[0]
+                j += 1
+            clip = torch.stack([buf[k] for k in range(g.start, g.stop)])
+            yield GroupRecord(g.index, g.start, g.valid, self.encode_group(clip))
+            for k in [k for k in buf if k < g.start + h.group - h.overlap]:
+                del buf[k]
+
+    def iter_encode(self, src, info: VideoInfo | None = None, fps: float | None = None,
+                    entropy: str | None = None) -> tuple[StreamHeader, Iterator[GroupRecord]]:
+        """The stream header and a lazy iterator over the coded groups of video ``src`` (a path or
+        a seekable binary file object) at semantic frame rate ``fps`` (default: the model's)."""
+        info = info or probe(src)
+        header = self._header(info, self.semantic_fps(fps), entropy)
+        return header, self._coded_groups(header, iter_semantic_frames(src, info, header.semantic_fps))
+
+    def encode(self, frames, fps: float, semantic_fps: float | None = None,
+               entropy: str | None = None) -> TokenStream:
+        """Frames held in memory -> a :class:`~semcodec.stream.TokenStream`.
+
+        ``frames``: ``T x H x W x 3`` uint8 RGB (a numpy array, a torch tensor, or a sequence of
+        ``H x W x 3`` frames) at ``fps`` frames per second. ``semantic_fps`` is the rate control
+        (default: the model's). The tokens are those ``encode_file`` makes of a video file
+        holding these frames at this rate (``semcodec encode``)."""
+        frames = _frames_array(frames)
+        T, H, W, _ = frames.shape
+        if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+            raise CodecError(f"fps must be a positive number of frames per second, got {fps!r}")
+        try:
+            check_source(W, H, float(fps))
+        except LimitError as e:
+            raise CodecError(f"frames of {W}x{H} at {fps:g} fps: {e}") from None
+        info = VideoInfo(W, H, float(fps), T, T / float(fps))
+        header = self._header(info, self.semantic_fps(semantic_fps), entropy)
+        picks = (frames[semantic_source_index(j, info.fps, header.semantic_fps, T)]
+                 for j in range(header.semantic_frames))
+        return TokenStream(header, list(self._coded_groups(header, picks)), prior=self.prior,
+                           context=self.context_model)
+
+    def encode_file(self, src, dst, entropy: str | None = None, progress: Progress | None = None,
+                    fps: float | None = None) -> StreamHeader:
+        """Encode video ``src`` (a path or a seekable binary file object) to the token stream ``dst``
+        (a path, written atomically, or a binary file object) at semantic rate ``fps``; returns
+        the header written. Bad input fails before anything is written."""
+        check_target(dst, src)
+        header, groups = self.iter_encode(src, fps=fps, entropy=entropy)
+        if not isinstance(dst, (str, Path)):
+            stream = TokenStream(header, list(_with_progress(groups, header.n_groups, progress)), prior=self.prior,
+                                 context=self.context_model)
+            stream.save(dst)
+            return stream.header
+        with StreamWriter(dst, header, prior_counts=self.prior, context=self.context_model) as w:
+            for rec in _with_progress(groups, header.n_groups, progress):
+                w.write_group(rec)
+        return w.header
 
     # ------------------------------------------------------------------ decoding
     def check_stream(self, header: StreamHeader) -> None:
@@ -238,35 +339,71 @@ class Codec:
         k = header.semantic_fps / fps
         j0 = min(header.semantic_frames - 1, math.floor(first * k))
         j1 = min(header.semantic_frames - 1, math.floor((stop - 1) * k) + 1)
-        plan = plan_groups(header.semantic_frames, header.group, header.overlap)
-        return Span(first, stop, [g for g in plan if g.start <= j1 and g.stop > j0])
+        return Span(first, stop, GopPlan(header.semantic_frames, header.group, header.overlap).covering(j0, j1))
 
-    def iter_decode(self, reader: StreamReader, start: float | None = None, end: float | None = None,
-                    progress: Callable | None = None) -> Iterator[np.ndarray]:
-        """Source-size uint8 frames of [start, end) seconds, in order. The stream is checked
-        (``check_stream``, ``check_output``) on the call, the frames are decoded lazily."""
+    def read_stream(self, src) -> TokenStream:
+        """A token stream (a path, a binary file object or bytes), its groups decoded with this
+        model's token prior."""
+        if isinstance(src, TokenStream):
+            return src.with_prior(self.prior, self.context_model)
+        if isinstance(src, (bytes, bytearray, memoryview)):
+            return TokenStream.from_bytes(src, self.prior, context=self.context_model)
+        return TokenStream.load(src, self.prior, context=self.context_model)
+
+    def _reader(self, src):
+        """``(reader, owned)``: something with ``header``, ``size`` and ``read_group`` for ``src``."""
+        if isinstance(src, (str, Path)):
+            return StreamReader(src, prior_counts=self.prior, context=self.context_model), True
+        if isinstance(src, StreamReader):
+            return src, False
+        return self.read_stream(src), False
+
+    def iter_decode(self, src, start: float | None = None, end: float | None = None,
+                    progress: Progress | None = None) -> Iterator[np.ndarray]:
+        """Source-size ``H x W x 3`` uint8 frames of [start, end) seconds, in order, from ``src``: a
+        :class:`~semcodec.stream.TokenStream`, bytes, a path, a binary file object or an open
+        ``StreamReader``. The stream is checked (``check_stream``, ``check_output``) on the call,
+        the frames are decoded lazily (from a path, one group at a time)."""
+        reader, owned = self._reader(src)
+        try:
+            frames = self._checked(reader, start, end, progress)
+        except BaseException:
+            if owned:
+                reader.close()
+            raise
+        return _closing(frames, reader) if owned else frames
+
+    def decode(self, stream, start: float | None = None, end: float | None = None) -> np.ndarray:
+        """A whole token stream (as :meth:`iter_decode` takes) -> ``T x H x W x 3`` uint8 RGB at the
+        source's size and frame rate, the frames of [start, end) seconds."""
+        return np.stack(list(self.iter_decode(stream, start, end)))
+
+    def _checked(self, reader, start, end, progress) -> Iterator[np.ndarray]:
         h = reader.header
         self.check_stream(h)
         sp = self.span(h, start, end)
         self.check_output(h, sp, reader.size)
         return self._decoded(reader, sp, progress)
 
-    def _decoded(self, reader: StreamReader, sp: Span, progress: Callable | None) -> Iterator[np.ndarray]:
+    def _decoded(self, reader, sp: Span, progress: Progress | None) -> Iterator[np.ndarray]:
         h = reader.header
-        plan = plan_groups(h.semantic_frames, h.group, h.overlap)
+        plan = GopPlan(h.semantic_frames, h.group, h.overlap)
         geo = Geometry((h.src_height, h.src_width), (h.scaled_height, h.scaled_width), (h.padded_height, h.padded_width))
+        s = getattr(self.renderer, "scale", 1) if self.renderer is not None else 1
+        drawn = geo if s == 1 else Geometry(geo.src, (geo.scaled[0] * s, geo.scaled[1] * s),     # a renderer drawing
+                                            (geo.padded[0] * s, geo.padded[1] * s))            # s x the model's pixels
         fader = CrossFader(plan, h.overlap)
         k = h.semantic_fps / h.src_fps
 
         def semantic_frames():
-            for g in sp.groups:
+            for done, g in enumerate(sp.groups, 1):
                 rec = reader.read_group(g.index)
                 if (rec.start, rec.valid) != (g.start, g.valid):
                     raise BitstreamError(f"group {g.index} is at frames {rec.start}+{rec.valid}, "
                                          f"the header's layout says {g.start}+{g.valid}")
                 frames = self.decode_group(rec.tokens, geo.padded).numpy()
                 if progress:
-                    progress(rec)
+                    progress(done, len(sp.groups))
                 yield from fader.push(g, frames)
             yield from fader.flush()
 
@@ -278,7 +415,7 @@ class Codec:
             b = min(h.semantic_frames - 1, a + 1)
             while b not in cache:
                 j, f = next(sem)
-                cache[j] = from_model(torch.from_numpy(f).float()[None], geo)[0].numpy()
+                cache[j] = from_model(torch.from_numpy(f).float()[None], drawn)[0].numpy()
             for j in [j for j in cache if j < a]:
                 del cache[j]
             w = u - a if b != a else 0.0
@@ -291,17 +428,65 @@ class Codec:
             yield np.clip(out, 0, 255, out=out).astype(np.uint8)
 
     def decode_file(self, src, dst, start: float | None = None, end: float | None = None,
-                    progress: Callable | None = None, crf: int = 18) -> int:
-        """Decode token stream ``src`` to video ``dst`` (atomically); returns frames written."""
-        with StreamReader(src, prior_counts=self.prior, context=self.context_model) as reader:
-            h = reader.header
-            frames = self.iter_decode(reader, start, end, progress)       # checked before a file is made
-            n = 0
+                    progress: Progress | None = None, crf: int = 18) -> int:
+        """Decode the token stream ``src`` (as :meth:`iter_decode` takes) to the video ``dst``
+        (written atomically; the codec follows the extension); returns the frames written.
+        Bad input fails before an output file is made."""
+        check_target(dst, src)
+        reader, owned = self._reader(src)
+        try:
+            frames = self._checked(reader, start, end, progress)      # checked before a file is made
+            h, n = reader.header, 0
             with VideoWriter(dst, h.src_fps, (h.src_height, h.src_width), crf=crf) as w:
                 for frame in frames:
                     w.write(frame)
                     n += 1
+        finally:
+            if owned:
+                reader.close()
         return n
+
+
+def _stream_header(src) -> StreamHeader:
+    """The checked header of a stream given in any of the forms :meth:`Codec.iter_decode` takes."""
+    if isinstance(src, (TokenStream, StreamReader)):
+        return src.header
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return TokenStream.from_bytes(src).header
+    if isinstance(src, (str, Path)):
+        with StreamReader(src) as r:      # the whole container checked, no prior needed
+            return r.header
+    stream = TokenStream.load(src)
+    src.seek(0)
+    return stream.header
+
+
+def _closing(frames: Iterator[np.ndarray], reader: StreamReader) -> Iterator[np.ndarray]:
+    try:
+        yield from frames
+    finally:
+        reader.close()
+
+
+def _with_progress(groups: Iterator[GroupRecord], total: int, progress: Progress | None) -> Iterator[GroupRecord]:
+    for done, rec in enumerate(groups, 1):
+        yield rec
+        if progress:
+            progress(done, total)
+
+
+def _frames_array(frames) -> np.ndarray:
+    """``T x H x W x 3`` uint8 numpy from an array, a tensor or a sequence of frames; CodecError."""
+    if isinstance(frames, torch.Tensor):
+        frames = frames.detach().cpu().numpy()
+    elif not isinstance(frames, np.ndarray):
+        try:
+            frames = np.stack([np.asarray(f) for f in frames])
+        except (TypeError, ValueError) as e:
+            raise CodecError(f"frames must be T x H x W x 3 uint8 (an array or a sequence of frames): {e}") from None
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or frames.shape[0] < 1:
+        raise CodecError(f"frames must be T x H x W x 3 uint8 with T >= 1, got {frames.dtype} of shape {frames.shape}")
+    return frames
 
 
 def usable_device(device: str | None) -> str:
@@ -319,73 +504,3 @@ def usable_device(device: str | None) -> str:
     except (RuntimeError, AssertionError, ValueError, NotImplementedError):
         raise CodecError(f"device '{device}' is not available on this machine") from None
     return device
-
-
-def stream_stats(path) -> dict:
-    """What ``semcodec info`` reports: model, duration, groups, tokens, rates (no model needed)."""
-    from .bitstream import read_version
-    h = read_header(path)
-    with StreamReader(path) as r:
-        payload = sum(r.group_sizes())
-        escaped = sum(r.group_escapes())
-    tokens = h.total_tokens
-    size = Path(path).stat().st_size
-    duration = h.src_frames / h.src_fps
-    return {
-        "file": str(path), "format": "{}.{}".format(*read_version(path)), "model": h.model_name,
-        "model_hash": h.model_hash,
-        "source": {"width": h.src_width, "height": h.src_height, "fps": h.src_fps, "frames": h.src_frames},
-        "duration_s": duration, "semantic_fps": h.semantic_fps, "semantic_frames": h.semantic_frames,
-        "groups": h.n_groups, "group": h.group, "overlap": h.overlap,
-        "iframe_tokens": h.iframe_tokens, "pframe_tokens": h.pframe_tokens, "codebook_size": h.codebook_size,
-        "tokens": tokens, "tokens_per_s": tokens / duration,
-        "entropy": h.entropy_mode, "bytes": size, "payload_bytes": payload, "overhead_bytes": size - payload,
-        "escaped_groups": escaped,
-        "bits_per_token": 8 * payload / tokens, "kbit_per_s": 8 * size / duration / 1000,
-    }
-
-
-def verify_stream(path, model: str | None = None) -> dict:
-    """``semcodec info --verify``: entropy-decode every group, checking its CRC and the layout,
-    without the codec's network. The fixed and uniform adaptive modes need nothing; the prior
-    modes read the token prior from the model's file, the context mode its context model
-    (``model``: a shipped name or a weights path; default: the shipped model the stream names).
-    Returns ``stream_stats`` plus what was checked; raises BitstreamError / CodecError."""
-    from .bitstream.entropy import needs_prior
-    from .checkpoint import PRIOR_KEY
-    from .zoo import shipped_models
-    h = read_header(path)
-    prior, context, using = None, None, "none"
-    needs_context = h.entropy_mode == "context"
-    if needs_prior(h.entropy_mode, h.entropy_params) or needs_context:
-        if model is None and h.model_name not in shipped_models():
-            raise CodecError(f"the stream is entropy-coded with the {'context model' if needs_context else 'token prior'} "
-                             f"of model '{h.model_name}', which semcodec does not ship: give the model with --model")
-        weights = model_file(model or h.model_name)
-        if weights is None or not weights.is_file():
-            raise CodecError(f"no such model file: {model}")
-        if needs_context:
-            from .bitstream.context import ContextModel, context_path
-            cpath = context_path(weights)
-            if not cpath.is_file():
-                raise CodecError(f"model {weights.name} has no context model beside it ({cpath.name})")
-            try:
-                context = ContextModel.load(cpath)
-            except ValueError as e:
-                raise CodecError(f"cannot load context model {cpath}: {e}") from None
-            using = f"context model {cpath.name} ({context.hash[:12]})"
-        else:
-            from safetensors import SafetensorError, safe_open
-            try:
-                with safe_open(str(weights), framework="numpy") as f:
-                    prior = f.get_tensor(PRIOR_KEY) if PRIOR_KEY in f.keys() else None
-            except (SafetensorError, OSError) as e:
-                raise CodecError(f"cannot read the token prior of {weights}: {e}") from None
-            if prior is None:
-                raise CodecError(f"model file {weights} holds no token prior")
-            using = f"token prior of {weights.name}"
-    tokens = 0
-    with StreamReader(path, prior_counts=prior, context=context) as r:
-        for rec in r:
-            tokens += len(rec.tokens)
-    return {**stream_stats(path), "verified": True, "tokens_decoded": tokens, "entropy_model": using}

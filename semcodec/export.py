@@ -1,23 +1,28 @@
 """Turn a training run into a shippable model: EMA weights in float16 plus the entropy prior.
 
-``python -m semcodec.export RUN_DIR -o semcodec/weights/NAME.safetensors [--prior-batches N]``
+``semcodec export RUN_DIR -o my-model.safetensors [--name NAME] [--prior-batches N]``
+(also ``python -m semcodec.export``).
 
-The prior is the token frequency of the model on its own training data (the run's ``--data``
-sources, fresh batches drawn with another seed), add-one smoothed so every code stays codable.
+The model's identity is its name plus its content hash: the name is ``--name``, else the output
+file's stem (``my-model``), never the preset's, so the streams it makes cannot be mistaken for
+those of a shipped model of that preset. The prior is the token frequency of the model on its own
+training data (the run's ``--data`` sources, read back from its saved :class:`TrainConfig`, fresh
+batches drawn with another seed), add-one smoothed so every code stays codable.
 """
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
-from .checkpoint import save_checkpoint
+from .checkpoint import build_from_state, save_checkpoint
+from .errors import ConfigError
 from .model.video_tokenizer import VideoTokenizer
 from .presets import CodecConfig
+from .train_config import TrainConfig
 
 
 @torch.no_grad()
@@ -29,38 +34,55 @@ def measure_prior(model: VideoTokenizer, batches, n: int) -> np.ndarray:
     return counts
 
 
-def export(run_dir: str | Path, out: str | Path, prior_batches: int = 100, name: str | None = None) -> str:
-    from .data.sources import make_sources
-    from .train import Batches
+def read_run(run_dir: str | Path) -> tuple[dict, CodecConfig, TrainConfig]:
+    """A run folder's last checkpoint: ``(state.json, model config, training config)``."""
+    from .train import find_checkpoint
     run = Path(run_dir)
-    state = json.loads((run / "ckpt" / "state.json").read_text())
-    cfg = CodecConfig.from_dict(state["config"])
-    if name:
-        cfg = cfg.replace(name=name)
-    args = state["args"]
+    ck = find_checkpoint(run) if run.is_dir() else None
+    if ck is None:
+        raise ConfigError(f"{run_dir} is not a training run with a checkpoint (no ckpt/state.json)")
+    state = json.loads((ck / "state.json").read_text())
+    return state, CodecConfig.from_dict(state["config"]), TrainConfig.from_dict(state["args"])
+
+
+def export(run_dir: str | Path, out: str | Path, prior_batches: int = 100, name: str | None = None,
+           backbone: str | None = None) -> str:
+    """Write the run's EMA weights (float16) and token prior to ``out``; returns the content hash.
+    ``name``: the model's name (default: ``out``'s stem). ``backbone``: the run's backbone folder
+    (default: the one it trained with)."""
+    from .checkpoint import check_name
+    from .data.sources import make_sources
+    from .train import Batches, find_checkpoint
+    if prior_batches < 0:
+        raise ConfigError(f"--prior-batches must be 0 or more, got {prior_batches}")
+    name = name or Path(out).stem
+    try:
+        check_name(name)
+    except ValueError as e:
+        raise ConfigError(f"--name: {e}") from None
+    state, cfg, args = read_run(run_dir)
+    backbone = backbone or args.backbone
+    from safetensors.torch import load_file
+    ema = load_file(str(find_checkpoint(Path(run_dir)) / "ema.safetensors"))
     # round-trip through float16 first so the prior is measured on exactly the shipped weights
-    half = VideoTokenizer(cfg).eval()
-    ema = load_file(str(run / "ckpt" / "ema.safetensors"))
-    half.load_state_dict({k: (v.half().float() if v.is_floating_point() else v) for k, v in ema.items()})
+    half = build_from_state(cfg, {k: v.half().float() if v.is_floating_point() else v for k, v in ema.items()},
+                            backbone=backbone).eval()
     counts = None                # prior_batches 0: a quick snapshot with no prior
     if prior_batches > 0:
-        batches = Batches(make_sources(args["data"], cfg.fps), args.get("weights"), cfg,
-                          args.get("widths") or [cfg.frame_size[1]], 1, args.get("seed", 0))
+        batches = Batches(make_sources(args.data, cfg.fps), args.weights or None, cfg,
+                          list(args.widths) or [cfg.frame_size[1]], 1, args.seed)
         counts = measure_prior(half, batches, prior_batches)
-    return save_checkpoint(half, cfg, out, dtype=torch.float16, token_counts=counts,
-                           extra={"step": state["step"], "run": str(run), "prior_batches": prior_batches})
+    # the run's folder name, not its path: a checkpoint carries no path of the machine that made it
+    return save_checkpoint(half, cfg, out, dtype=torch.float16, token_counts=counts, name=name,
+                           extra={"step": state["step"], "run": Path(run_dir).resolve().name,
+                                  "prior_batches": prior_batches})
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m semcodec.export", description=__doc__.split("\n\n")[0])
-    p.add_argument("run_dir")
-    p.add_argument("-o", "--out", required=True)
-    p.add_argument("--prior-batches", type=int, default=100, help="batches to measure the token prior on (0: none)")
-    p.add_argument("--name", help="model name to record (default: the preset's)")
-    a = p.parse_args(argv)
-    digest = export(a.run_dir, a.out, a.prior_batches, a.name)
-    print(f"wrote {a.out} ({Path(a.out).stat().st_size / 1e6:.2f} MB, hash {digest[:16]})")
+def main(argv=None) -> int:
+    """``python -m semcodec.export``: the ``semcodec export`` command on its own."""
+    from .cli import export as export_cmd, run_click
+    return run_click(export_cmd, argv, "python -m semcodec.export")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

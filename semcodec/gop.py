@@ -25,18 +25,56 @@ class Group:
         return self.start + self.valid
 
 
+@dataclass(frozen=True)
+class GopPlan:
+    """The groups covering semantic frames ``0 .. frames - 1``: the one home of the GOP arithmetic
+    (the codec, the stream header and the CLI all ask it). A sequence of :class:`Group`, computed
+    in closed form: group i starts at ``i * stride`` and holds ``min(group, frames - start)``
+    frames, for the smallest count of groups that reaches the last frame.
+    ``frames >= 1``, ``0 <= overlap < group``; ``ValueError`` otherwise."""
+    frames: int
+    group: int
+    overlap: int
+
+    def __post_init__(self):
+        if self.frames < 1:
+            raise ValueError(f"need at least one frame, got {self.frames}")
+        if not 0 <= self.overlap < self.group:
+            raise ValueError(f"overlap must be in [0, {self.group}), got {self.overlap}")
+
+    @property
+    def stride(self) -> int:
+        return self.group - self.overlap
+
+    def __len__(self) -> int:
+        """The smallest ``m`` with ``(m - 1) * stride + group >= frames``."""
+        return 1 if self.frames <= self.group else 1 + -(-(self.frames - self.group) // self.stride)
+
+    def __getitem__(self, i: int) -> Group:
+        n = len(self)
+        if not 0 <= i < n:
+            raise IndexError(f"group {i} out of range: the plan has {n} groups")
+        start = i * self.stride
+        return Group(i, start, min(self.group, self.frames - start))
+
+    def __iter__(self) -> Iterator[Group]:
+        return (self[i] for i in range(len(self)))
+
+    def covering(self, first: int, last: int) -> list[Group]:
+        """The groups holding any of frames ``first .. last`` (inclusive), in order."""
+        lo = max(0, (first - self.group) // self.stride + 1)      # first i with i * stride + group > first
+        hi = min(len(self) - 1, last // self.stride)              # last i with i * stride <= last
+        return [self[i] for i in range(lo, hi + 1)]
+
+
 def plan_groups(n_frames: int, group: int, overlap: int) -> list[Group]:
-    """Groups covering frames ``0..n_frames-1``; ``n_frames >= 1``, ``0 <= overlap < group``."""
-    if n_frames < 1:
-        raise ValueError(f"need at least one frame, got {n_frames}")
-    if not 0 <= overlap < group:
-        raise ValueError(f"overlap must be in [0, {group}), got {overlap}")
-    stride, out, start = group - overlap, [], 0
-    while True:
-        out.append(Group(len(out), start, min(group, n_frames - start)))
-        if start + group >= n_frames:
-            return out
-        start += stride
+    """Groups covering frames ``0..n_frames-1`` (:class:`GopPlan` as a list)."""
+    return list(GopPlan(n_frames, group, overlap))
+
+
+def count_groups(n_frames: int, group: int, overlap: int) -> int:
+    """``len(plan_groups(...))`` without building the list."""
+    return len(GopPlan(n_frames, group, overlap))
 
 
 def pad_group(frames: np.ndarray, group: int) -> np.ndarray:

@@ -64,7 +64,11 @@ def train_args(a, steps: int, minutes: float) -> list[str]:
 
 
 def run_train(a) -> None:
-    from .train import main as train_main
+    from .train import main as _train_main
+
+    def train_main(argv):
+        if _train_main(argv):               # the error line is printed already
+            sys.exit(1)
     if a.steps:
         steps = a.steps
     else:       # time a few steps in a scratch run, then size the schedule to the budget

@@ -12,6 +12,9 @@ import math
 import numbers
 from typing import Any
 
+from .errors import SemcodecError
+from .presets import CHOICES
+
 # Sources: DCI 4K is the largest picture semcodec takes (a decoded frame is held as float32 for
 # the resize: ~100 MB), no side above 8192, and frame rates a camera or screen records.
 MAX_SOURCE_PIXELS = 4096 * 2160
@@ -25,7 +28,7 @@ MIN_SEMANTIC_FPS, MAX_SEMANTIC_FPS = 0.5, 30.0
 MAX_OUTPUT_PIXELS_PER_BYTE = 1 << 20
 
 
-class LimitError(ValueError):
+class LimitError(SemcodecError, ValueError):
     """A value outside semcodec's bounds; the message is a user-facing fragment."""
 
 
@@ -51,7 +54,6 @@ _INTS = {
     "pframe_tokens": (1, 4096), "codebook_size": (2, 65536), "codebook_dim": (1, 1024),
     "width": (8, 4096), "heads": (1, 64), "enc_layers": (0, 48), "dec_layers": (0, 48),
 }
-_CHOICES = {"features": ("pixels", "conv", "backbone"), "query_layout": ("diagonal", "grid")}
 
 
 def _is_int(v) -> bool:
@@ -82,7 +84,7 @@ def check_config(d: Any) -> None:
             raise LimitError(f"config field '{key}' must be an integer in [{lo}, {hi}], got {d[key]!r}")
     if _is_int(d.get("width")) and _is_int(d.get("heads")) and d["width"] % d["heads"]:
         raise LimitError(f"config field 'width' ({d['width']}) must be a multiple of 'heads' ({d['heads']})")
-    for key, allowed in _CHOICES.items():
+    for key, allowed in CHOICES.items():
         if key in d and d[key] not in allowed:
             raise LimitError(f"config field '{key}' must be one of {', '.join(allowed)}, got {d[key]!r}")
     if "frame_size" in d:
@@ -104,11 +106,9 @@ def check_config(d: Any) -> None:
     if slopes is not None and not (isinstance(slopes, (list, tuple)) and len(slopes) <= 64
                                    and all(_is_real(s) for s in slopes)):
         raise LimitError(f"config field 'locality_slopes' must be a list of numbers or null, got {slopes!r}")
-    for flag in ("lattice_skip", "iframe_skip"):
+    for flag in ("lattice_skip", "iframe_skip", "pre_norm"):
         if flag in d and not isinstance(d[flag], bool):
             raise LimitError(f"config field '{flag}' must be true or false, got {d[flag]!r}")
-    if d.get("backbone_path") is not None and not isinstance(d["backbone_path"], str):
-        raise LimitError(f"config field 'backbone_path' must be a string or null, got {d['backbone_path']!r}")
 
 
 def min_parameters(cfg) -> int:

@@ -1,11 +1,13 @@
 """Train a codec: ``semcodec train --preset P --data SRC... --out RUN_DIR`` or
-``torchrun --nproc-per-node N -m semcodec.train ...`` (DDP: gloo on CPU, NCCL on GPU).
+``torchrun --nproc-per-node N -m semcodec.train ...`` (DDP: gloo on CPU, NCCL on GPU). The options
+are the fields of :class:`~semcodec.train_config.TrainConfig`.
 
 What a run directory holds:
 - ``ckpt/`` the latest checkpoint: ``model.safetensors`` (weights, config, content hash),
   ``ema.safetensors``, ``optim.safetensors`` (AdamW moments, its hyper-parameters in metadata)
-  and ``state.json`` (step, arguments); written to a temporary folder and renamed, so a run
-  killed at any moment (SIGKILL included) resumes from its last complete checkpoint;
+  and ``state.json`` (step, the ``TrainConfig``, the model config); written as one folder by
+  ``atomic.atomic_dir``, so a run killed at any moment (SIGKILL included) resumes from its last
+  complete checkpoint;
 - ``log.jsonl`` one line per logged step (loss, PSNR, codebook usage and perplexity, speed) and
   per validation; on resume, lines past the checkpoint's step are dropped so the curve continues;
 - ``train.png`` the curves; ``final.safetensors`` the EMA weights in float16 when the run ends.
@@ -15,10 +17,8 @@ and dead-code re-seeding uses a generator seeded by (seed, s), so no hidden RNG 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -29,51 +29,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from .atomic import atomic_dir, old_dir
 from .checkpoint import atomic_save_file, save_checkpoint
 from .model.video_tokenizer import VideoTokenizer
-from .presets import CodecConfig, get_preset
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="semcodec train", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="s128")
-    p.add_argument("--data", nargs="+", required=True, help="video files, folders of videos/photos, or 'synth'")
-    p.add_argument("--weights", type=float, nargs="+", help="sampling weight per --data source")
-    p.add_argument("--out", required=True, help="run directory (resumed if it holds a checkpoint)")
-    p.add_argument("--steps", type=int, default=10000)
-    p.add_argument("--batch", type=int, default=1, help="groups per step and process (with full-length groups)")
-    p.add_argument("--group-frames", type=int, nargs="+",
-                   help="train on groups of these lengths (drawn per step, batch scaled so each step sees "
-                        "batch x group frames); short groups give more clips per step: less noisy gradients")
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
-                   help="learning rate after warm-up: constant (the paper) or cosine decay to --min-lr at --steps")
-    p.add_argument("--min-lr", type=float, default=0.0)
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (2-3x faster matmuls on AVX512-BF16 CPUs)")
-    p.add_argument("--fps-choices", type=float, nargs="+",
-                   help="semantic frame rates to draw clips at (one per step): a model that codes any of "
-                        "them, so the encoder's --fps is a rate control")
-    p.add_argument("--init", help="start from this checkpoint's weights (blocks it lacks start as the identity)")
-    p.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--ema", type=float, default=0.8, help="EMA decay of the weights (the paper: 0.8)")
-    p.add_argument("--recon-weight", type=float, default=1.0)
-    p.add_argument("--commit-weight", type=float, default=1.0)
-    p.add_argument("--widths", type=int, nargs="+", help="training frame widths (default: the preset's)")
-    p.add_argument("--reseed-every", type=int, default=50, help="dead-code re-seeding interval (0: never)")
-    p.add_argument("--reseed-threshold", type=float, default=0.03,
-                   help="a code is dead when its usage EMA is below this fraction of the mean usage")
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--val", nargs="*", default=[], help="held-out videos for validation PSNR")
-    p.add_argument("--val-every", type=int, default=250)
-    p.add_argument("--val-groups", type=int, default=2, help="groups per validation clip")
-    p.add_argument("--ckpt-every", type=int, default=100)
-    p.add_argument("--max-minutes", type=float, default=0, help="stop (with a checkpoint) after this long")
-    p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: leave)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--config", help="JSON of CodecConfig fields overriding the preset")
-    return p.parse_args(argv)
+from .presets import CodecConfig
+from .train_config import TrainConfig
 
 
 # ------------------------------------------------------------------ distributed
@@ -180,27 +140,31 @@ def _load_optim(opt: torch.optim.Optimizer, path: Path) -> None:
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
-def save_run(out: Path, step: int, model, ema: dict, opt, cfg: CodecConfig, args) -> None:
-    tmp = out / f".ckpt-{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_checkpoint(model, cfg, tmp / "model.safetensors", extra={"step": step})
-    atomic_save_file({k: v.contiguous() for k, v in ema.items()}, tmp / "ema.safetensors", {"step": str(step)})
-    t, meta = _optim_tensors(opt)
-    atomic_save_file(t, tmp / "optim.safetensors", {k: json.dumps(v) for k, v in meta.items()})
-    (tmp / "state.json").write_text(json.dumps({"step": step, "args": vars(args), "config": cfg.to_dict()}, indent=1))
-    final = out / "ckpt"
-    old = out / ".ckpt-old"
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)        # the rename is the commit point
-    shutil.rmtree(old, ignore_errors=True)
+def gradient_loss(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference of the horizontal and vertical pixel differences of ``y`` and
+    ``x`` (``B x T x H x W x 3``): MSE alone is minimised by blur; edges cost here."""
+    dy = lambda v: v[:, :, 1:] - v[:, :, :-1]      # noqa: E731
+    dx = lambda v: v[:, :, :, 1:] - v[:, :, :, :-1]  # noqa: E731
+    return (dy(y) - dy(x)).abs().mean() + (dx(y) - dx(x)).abs().mean()
+
+
+def model_name(args: TrainConfig) -> str:
+    """The name a run's checkpoints record: ``--name``, else the run directory's name."""
+    return args.name or Path(args.out).resolve().name
+
+
+def save_run(out: Path, step: int, model, ema: dict, opt, cfg: CodecConfig, args: TrainConfig) -> None:
+    with atomic_dir(out / "ckpt") as tmp:
+        save_checkpoint(model, cfg, tmp / "model.safetensors", extra={"step": step}, name=model_name(args))
+        atomic_save_file({k: v.contiguous() for k, v in ema.items()}, tmp / "ema.safetensors", {"step": str(step)})
+        t, meta = _optim_tensors(opt)
+        atomic_save_file(t, tmp / "optim.safetensors", {k: json.dumps(v) for k, v in meta.items()})
+        (tmp / "state.json").write_text(json.dumps({"step": step, "args": args.to_dict(), "config": cfg.to_dict()},
+                                                   indent=1))
 
 
 def find_checkpoint(out: Path) -> Path | None:
-    for name in ("ckpt", ".ckpt-old"):      # .ckpt-old survives a kill between the two renames
-        d = out / name
+    for d in (out / "ckpt", old_dir(out / "ckpt")):     # .ckpt-old survives a kill between the two renames
         if (d / "state.json").exists():
             return d
     return None
@@ -294,6 +258,11 @@ def warm_start(model: VideoTokenizer, path) -> list[str]:
     return sorted(missing | reshaped)
 
 
+def _loaded_backbone(model: VideoTokenizer):
+    """The backbone ``model`` already holds (a copy of the model shares it, not reloads it)."""
+    return model.features.model if model.config.features == "backbone" else None
+
+
 def learning_rate(args, step: int) -> float:
     if args.warmup and step < args.warmup:
         return args.lr * (step + 1) / args.warmup
@@ -304,21 +273,25 @@ def learning_rate(args, step: int) -> float:
 
 
 # ------------------------------------------------------------------ main loop
-def train(args) -> Path:
+def train(args: TrainConfig) -> Path:
+    """Run (or resume) the training ``args`` describes; returns the run directory."""
+    args.check()
+    cfg = args.codec_config()
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        from .errors import ConfigError
+        raise ConfigError(f"--out is a file, not a run directory: {out}")
     rank, world, dev = setup_dist()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = get_preset(args.preset)
-    if args.config:
-        cfg = cfg.replace(**json.loads(args.config))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     from .data.sources import make_sources
-    batches = Batches(make_sources(args.data, cfg.fps), args.weights, cfg, args.widths or [cfg.frame_size[1]],
-                      args.batch, args.seed, args.group_frames, args.fps_choices)
+    batches = Batches(make_sources(args.data, cfg.fps), args.weights or None, cfg, list(args.widths) or
+                      [cfg.frame_size[1]], args.batch, args.seed, list(args.group_frames) or None,
+                      list(args.fps_choices) or None)
+    out.mkdir(parents=True, exist_ok=True)         # after the sources are read: a typo leaves no folder
 
     torch.manual_seed(args.seed)
-    model = VideoTokenizer(cfg).to(dev)
+    model = VideoTokenizer(cfg, backbone=args.backbone).to(dev)
     model.tokenizer.set_attention_backend("auto")
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.99))
     step = 0
@@ -358,6 +331,8 @@ def train(args) -> Path:
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
             o = ddp(x)
         loss = args.recon_weight * o["recon_loss"] + args.commit_weight * o["commit_loss"]
+        if args.grad_weight and "video" in o:
+            loss = loss + args.grad_weight * gradient_loss(o["video"].float(), x.float())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -397,7 +372,7 @@ def train(args) -> Path:
             acc = {k: 0.0 for k in acc}
             t_log, n_log = now, 0
         if rank == 0 and val_clips and (step % args.val_every == 0 or step == args.steps):
-            emodel = VideoTokenizer(cfg).to(dev).eval()
+            emodel = VideoTokenizer(cfg, backbone=_loaded_backbone(model)).to(dev).eval()
             emodel.load_state_dict(ema)
             with log.open("a") as f:
                 f.write(json.dumps({"step": step, **validate(emodel, val_clips)}) + "\n")
@@ -417,18 +392,22 @@ def train(args) -> Path:
     bar.close()
     check_replicas(model, out, rank, world)
     if rank == 0:
-        final = VideoTokenizer(cfg)
+        final = VideoTokenizer(cfg, backbone=_loaded_backbone(model))
         final.load_state_dict({k: v.cpu() for k, v in ema.items()})
-        save_checkpoint(final, cfg, out / "final.safetensors", dtype=torch.float16, extra={"step": step})
+        save_checkpoint(final, cfg, out / "final.safetensors", dtype=torch.float16, extra={"step": step},
+                        name=model_name(args))
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
     return out
 
 
-def main(argv=None):
-    train(parse_args(argv))
+def main(argv=None) -> int:
+    """``python -m semcodec.train`` (and torchrun): the ``semcodec train`` command on its own;
+    returns the exit status (user mistakes: one ``error:`` line, status 1 or 2)."""
+    from .cli import run_click, train as train_cmd
+    return run_click(train_cmd, argv, "python -m semcodec.train")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,10 +7,14 @@ frame rate, by timestamp for a variable one (whose duration is kept: it is coded
 scaled (keeping the aspect) so the short side is ``short_side`` and the long side at most
 ``max_long_side``, then edge-padded to a multiple of the patch; :class:`Geometry` records it and
 undoes it on the way out.
+
+A source is a path or a seekable binary file object (``open(path, "rb")``, ``io.BytesIO``);
+outputs are written atomically to a path.
 """
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -20,11 +24,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .atomic import commit, temp_beside
+from .errors import SemcodecError
 from .limits import LimitError, check_source
 
+# The one list of what semcodec takes as video: what `dataset build` and training search folders
+# for, and (OUTPUT_CODECS) what `decode` writes, by extension.
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv",
+                              ".gif"})
+OUTPUT_CODECS = {".mp4": "libx264", ".mkv": "libx264", ".mov": "libx264", ".webm": "libvpx-vp9", ".avi": "mpeg4"}
 
-class VideoError(Exception):
+
+def is_video_file(path) -> bool:
+    """A file whose extension is one of ``VIDEO_EXTENSIONS`` (any case)."""
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+class VideoError(SemcodecError):
     """A source that cannot be read as video (message is user-facing)."""
 
 
@@ -38,22 +53,42 @@ class VideoInfo:
     variable: bool = False   # variable frame rate: frames are placed by their timestamps
 
 
+def _is_file(src) -> bool:
+    return hasattr(src, "read") and hasattr(src, "seek")
+
+
+def source_name(src) -> str:
+    """How messages name a source: its path, or a file object's name."""
+    if _is_file(src):
+        return str(getattr(src, "name", "<file object>"))
+    return os.fspath(src)
+
+
 def _open(path):
     import av
-    p = Path(path)
-    if not p.exists():
-        raise VideoError(f"no such file: {path}")
-    if p.is_dir():
-        raise VideoError(f"is a directory, not a video: {path}")
-    if p.stat().st_size == 0:
-        raise VideoError(f"empty file: {path}")
+    name = source_name(path)
+    if _is_file(path):
+        path.seek(0)
+        target = path
+        if not path.read(1):
+            raise VideoError(f"empty file: {name}")
+        path.seek(0)
+    else:
+        p = Path(path)
+        if not p.exists():
+            raise VideoError(f"no such file: {path}")
+        if p.is_dir():
+            raise VideoError(f"is a directory, not a video: {path}")
+        if p.stat().st_size == 0:
+            raise VideoError(f"empty file: {path}")
+        target = str(p)
     try:
-        c = av.open(str(p))
+        c = av.open(target)
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
-        raise VideoError(f"not a readable video: {path}") from e
+        raise VideoError(f"not a readable video: {name}") from e
     if not c.streams.video:
         c.close()
-        raise VideoError(f"no video stream in {path}")
+        raise VideoError(f"no video stream in {name}")
     return c
 
 
@@ -67,7 +102,7 @@ def iter_timed_frames(path) -> Iterator[tuple[float | None, np.ndarray]]:
         for frame in c.decode(stream):
             yield frame.time, frame.to_ndarray(format="rgb24")
     except av.error.FFmpegError as e:
-        raise VideoError(f"corrupt video data in {path}: {e}") from e
+        raise VideoError(f"corrupt video data in {source_name(path)}: {e}") from e
     finally:
         c.close()
 
@@ -101,15 +136,15 @@ def probe(path) -> VideoInfo:
         try:
             check_source(w or 1, h or 1, fps)
         except LimitError as e:
-            raise VideoError(f"{path}: {e}") from None
+            raise VideoError(f"{source_name(path)}: {e}") from None
         pts, tb = _packet_times(c, s), s.time_base
     except av.error.FFmpegError as e:
-        raise VideoError(f"corrupt video data in {path}: {e}") from e
+        raise VideoError(f"corrupt video data in {source_name(path)}: {e}") from e
     finally:
         c.close()
     n = len(pts) or sum(1 for _ in iter_frames(path))
     if n == 0 or not w or not h:
-        raise VideoError(f"no decodable frames in {path}")
+        raise VideoError(f"no decodable frames in {source_name(path)}")
     steps = np.diff(np.asarray(pts, dtype=np.float64)) * float(tb or 0)
     # variable: a frame more than a tick off the nominal rate's grid (a 29.97 fps mkv in
     # milliseconds steps 33 and 34 ms, and is constant)
@@ -210,33 +245,35 @@ def from_model(frames: torch.Tensor, geo: Geometry) -> torch.Tensor:
 
 
 class VideoWriter:
-    """Writes frames to ``path`` atomically (temp file in the same folder, renamed on close).
+    """Writes frames to ``path`` atomically (:class:`~semcodec.atomic.AtomicFile`).
 
-    The codec follows the extension: H.264 (yuv420p) for .mp4 / .mkv / .mov, VP9 for .webm.
-    Odd sizes (which 4:2:0 cannot hold) are written 4:4:4, so the output keeps the source size.
+    The codec follows the extension (``OUTPUT_CODECS``): H.264 (yuv420p) for .mp4 / .mkv / .mov,
+    VP9 for .webm, MPEG-4 for .avi. Odd sizes (which 4:2:0 cannot hold) are written 4:4:4, so the
+    output keeps the source size.
     """
 
-    CODECS = {".mp4": "libx264", ".mkv": "libx264", ".mov": "libx264", ".webm": "libvpx-vp9", ".avi": "mpeg4"}
+    CODECS = OUTPUT_CODECS
 
     def __init__(self, path, fps: float, size: tuple[int, int], crf: int = 18):
         import av
+        from .atomic import AtomicFile
         self.path = Path(path)
         ext = self.path.suffix.lower()
-        if ext not in self.CODECS:
-            raise VideoError(f"unsupported output extension '{ext}' (use {', '.join(sorted(self.CODECS))})")
+        if ext not in OUTPUT_CODECS:
+            raise VideoError(f"unsupported output extension '{ext}' (use {', '.join(sorted(OUTPUT_CODECS))})")
         if not self.path.parent.is_dir():
             raise VideoError(f"output folder does not exist: {self.path.parent}")
-        self._tmp = str(temp_beside(self.path, suffix=ext))
+        self._out = AtomicFile(self.path, suffix=ext)
         self.size = size
         self._done = False
         try:
-            self._c = av.open(self._tmp, mode="w")
+            self._c = av.open(str(self._out.tmp), mode="w")
             rate = Fraction(fps).limit_denominator(1001)
-            self._s = self._c.add_stream(self.CODECS[ext], rate=rate)
+            self._s = self._c.add_stream(OUTPUT_CODECS[ext], rate=rate)
             self._s.height, self._s.width = size
             odd = size[0] % 2 or size[1] % 2
-            self._s.pix_fmt = "yuv444p" if odd and self.CODECS[ext] == "libx264" else "yuv420p"
-            if self.CODECS[ext] == "libx264":
+            self._s.pix_fmt = "yuv444p" if odd and OUTPUT_CODECS[ext] == "libx264" else "yuv420p"
+            if OUTPUT_CODECS[ext] == "libx264":
                 self._s.options = {"crf": str(crf), "preset": "medium"}
         except (av.error.FFmpegError, ValueError, ZeroDivisionError) as e:
             self.abort()
@@ -261,7 +298,7 @@ class VideoWriter:
         except (av.error.FFmpegError, ValueError) as e:
             self.abort()
             raise VideoError(f"cannot write video {self.path}: {e}") from None
-        commit(self._tmp, self.path)
+        self._out.commit()
         self._done = True
 
     def abort(self) -> None:
@@ -271,7 +308,7 @@ class VideoWriter:
                     self._c.close()
             except Exception:
                 pass
-            Path(self._tmp).unlink(missing_ok=True)
+            self._out.abort()
             self._done = True
 
     def __enter__(self):
@@ -279,3 +316,34 @@ class VideoWriter:
 
     def __exit__(self, exc_type, *a):
         self.abort() if exc_type else self.close()
+
+
+# ------------------------------------------------------------------------------- in memory
+def read_video(src) -> tuple[np.ndarray, float]:
+    """A whole video in memory: ``(frames, fps)`` with frames ``T x H x W x 3`` uint8 RGB, every
+    decoded frame in order, and the average frame rate. ``src``: a path or a seekable binary file
+    object. Videos beyond ``limits`` are refused before a frame is decoded (``VideoError``)."""
+    info = probe(src)
+    frames = list(iter_frames(src))
+    if not frames:
+        raise VideoError(f"no decodable frames in {source_name(src)}")
+    return np.stack(frames), float(info.fps)
+
+
+def write_video(path, frames, fps: float, crf: int = 18) -> None:
+    """Write ``frames`` (``T x H x W x 3`` uint8, or any iterable of ``H x W x 3`` uint8 frames of one
+    size) to ``path`` at ``fps``, atomically; the codec follows the extension (``OUTPUT_CODECS``)."""
+    it = iter(frames)
+    try:
+        first = np.asarray(next(it))
+    except StopIteration:
+        raise VideoError(f"no frames to write to {path}") from None
+    if first.ndim != 3 or first.shape[2] != 3 or first.dtype != np.uint8:
+        raise VideoError(f"frames must be H x W x 3 uint8, got {first.dtype} of shape {first.shape}")
+    with VideoWriter(path, fps, first.shape[:2], crf=crf) as w:
+        w.write(first)
+        for f in it:
+            f = np.asarray(f)
+            if f.shape != first.shape or f.dtype != np.uint8:
+                raise VideoError(f"frames must all be {first.shape} uint8, got {f.dtype} of shape {f.shape}")
+            w.write(f)

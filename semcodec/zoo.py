@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .checkpoint import Checkpoint, load_checkpoint
+from .errors import ModelError
 from .presets import list_presets
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -22,28 +23,47 @@ def operating_point(model: str | Path | None) -> tuple[str | Path | None, float 
     return model, None
 
 
-class ModelError(ValueError):
-    """A model that cannot be found or loaded (message is user-facing)."""
-
-
 def shipped_models() -> list[str]:
     # NAME.context.safetensors beside NAME.safetensors is NAME's entropy model, not a model
     return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors") if "." not in p.stem)
 
 
 def model_file(model: str | Path | None) -> Path | None:
-    """The weights file ``load_model(model)`` reads (None for a name it does not know)."""
+    """The weights file ``load_model(model)`` reads (None for a name it does not know, or a
+    folder without one)."""
     model = str(model or DEFAULT_MODEL)
-    if Path(model).suffix == ".safetensors" or Path(model).exists():
-        return Path(model)
+    path = Path(model)
+    if path.is_dir():
+        try:
+            return checkpoint_in(path)
+        except ModelError:
+            return None
+    if path.suffix == ".safetensors" or path.exists():
+        return path
     return WEIGHTS_DIR / f"{model}.safetensors" if model in shipped_models() else None
 
 
-def load_model(model: str | Path | None = None, device="cpu") -> Checkpoint:
-    """``model``: None (the default), a shipped model name, or a path to a checkpoint."""
+def checkpoint_in(folder: Path) -> Path:
+    """The checkpoint a model folder holds: ``model.safetensors``, or its only ``*.safetensors``."""
+    if (folder / "model.safetensors").is_file():
+        return folder / "model.safetensors"
+    files = sorted(p for p in folder.glob("*.safetensors") if not p.name.endswith(".context.safetensors"))
+    if len(files) != 1:
+        raise ModelError(f"no model in {folder}: a model folder holds model.safetensors "
+                         f"({'no' if not files else len(files)} other .safetensors files found)")
+    return files[0]
+
+
+def load_model(model: str | Path | None = None, device="cpu", backbone=None) -> Checkpoint:
+    """``model``: None (the default), a shipped model name, a checkpoint file or a folder holding
+    one. The authors' released tokenizer checkpoint is converted on the way (``semcodec.convert``;
+    ``semcodec convert`` writes it once). ``backbone``: the local pretrained backbone of a model
+    whose features come from one."""
     model = str(model or DEFAULT_MODEL)
     path = Path(model)
-    if path.suffix == ".safetensors" or path.exists():
+    if path.is_dir():
+        path = checkpoint_in(path)
+    elif path.suffix == ".safetensors" or path.exists():
         if not path.is_file():
             raise ModelError(f"no such model file: {model}")
     elif model in shipped_models():
@@ -54,9 +74,43 @@ def load_model(model: str | Path | None = None, device="cpu") -> Checkpoint:
     else:
         raise ModelError(f"unknown model '{model}' (shipped: {', '.join(shipped_models()) or 'none'})")
     try:
-        return load_checkpoint(path, map_location=device)
+        if _is_release(path):
+            return _load_release(path, device, backbone)
+        return load_checkpoint(path, map_location=device, backbone=backbone)
     except (ValueError, OSError) as e:
         raise ModelError(f"cannot load model {path}: {_one_line(e)}") from None
+
+
+def _is_release(path: Path) -> bool:
+    """A safetensors file without semcodec's metadata whose tensors are the release tokenizer's."""
+    from .checkpoint import parse_header
+    from .convert import is_release_state
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if n > 64 << 20:
+                return False
+            raw = f.read(n)
+        import json
+        d = json.loads(raw)
+    except (OSError, ValueError):
+        return False
+    if not isinstance(d, dict):
+        return False
+    try:
+        parse_header(raw)
+        return False                       # a semcodec checkpoint
+    except ValueError:
+        return is_release_state(k for k in d if k != "__metadata__")
+
+
+def _load_release(path: Path, device, backbone) -> Checkpoint:
+    from .checkpoint import Checkpoint, build_from_state, content_hash
+    from .convert import load_release
+    config, state = load_release(path)
+    model = build_from_state(config, state, backbone=backbone)
+    digest = content_hash(model.state_dict(), config.to_json())
+    return Checkpoint(model.to(device).eval(), config, digest, None, {}, "landiff")
 
 
 def _one_line(e: Exception) -> str:

@@ -184,7 +184,7 @@ class TestBadInput:
         cut = tmp_path / "cut.bin"
         cut.write_bytes(data[: len(data) // 2])
         msg = self.err(capsys, "decode", str(cut), "-o", str(tmp_path / "r.mp4"), "--model", model_path)
-        assert msg.startswith(f"error: {cut} is truncated")       # format 2: "truncated or damaged: ..."
+        assert msg.startswith(f"error: {cut} is truncated: ")
         flipped = tmp_path / "flip.bin"
         b = bytearray(data)
         b[len(b) // 2] ^= 0x40

@@ -260,3 +260,63 @@ def test_a_dying_worker_fails_only_its_clip(tmp_path, model, clips, monkeypatch)
     assert (rep.built, rep.failed) == (3, 1)
     assert [r["clip_id"] for r in read_failures(tmp_path / "ds")] == ["crash.mp4"]
     assert "died" in rep.failures[0]["reason"] and len(TokenDataset(tmp_path / "ds")) == 3
+
+
+# ----------------------------------------------------------------------------------- other readers and engines
+def _same_items(a: TokenDataset, b: TokenDataset) -> None:
+    assert a.clip_ids == b.clip_ids
+    for i in range(len(a)):
+        x, y = a[i], b[i]
+        assert torch.equal(x["tokens"], y["tokens"]) and torch.equal(x["group_offsets"], y["group_offsets"])
+        assert (x["caption"], x["meta"], x["motion"], x["model_hash"]) == (y["caption"], y["meta"], y["motion"],
+                                                                            y["model_hash"])
+
+
+def test_hugging_face_datasets_reads_the_shards(built, tmp_path, monkeypatch):
+    """The shards are plain Parquet: `datasets.load_dataset("parquet", ...)` reads them, no semcodec code."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    datasets = pytest.importorskip("datasets")          # the optional extra semcodec[datasets]
+    hf = datasets.load_dataset("parquet", data_files=str(built / "shards" / "*.parquet"), split="train",
+                               cache_dir=str(tmp_path / "hf-cache"))
+    ds = TokenDataset(built)
+    assert len(hf) == N_CLIPS and sorted(hf["clip_id"]) == ds.clip_ids
+    for row in hf:
+        item = ds[ds.index_of(row["clip_id"])]
+        assert row["tokens"] == item["tokens"].tolist() and row["group_offsets"] == item["group_offsets"].tolist()
+        assert (row["caption"], row["model_hash"], row["n_groups"]) == (item["caption"], item["model_hash"],
+                                                                         len(item["group_start"]))
+
+
+def test_ray_engine_writes_the_same_shards_exactly_once(tmp_path, model, clips, built):
+    """`--engine ray` on a local Ray (2 CPUs, 2 actors) completes a dataset a local build began: the
+    same rows, every clip once, a bad source recorded as a failure, and a re-run does nothing."""
+    ray = pytest.importorskip("ray")                    # the optional extra semcodec[ray]
+    pytest.importorskip("ray.data")
+    from semcodec.cli import main
+    out, bad = tmp_path / "ds", tmp_path / "bad"
+    bad.mkdir()
+    (bad / "broken.mp4").write_bytes(b"not a video" * 10)
+    first = [str(clips / f"clip_{i:06d}.mp4") for i in range(3)]
+    build(first, out, model=model, captions=clips / "captions.jsonl", workers=0)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        rep = build([str(clips), str(bad)], out, model=model, captions=clips / "captions.jsonl", workers=2,
+                    engine="ray")
+        assert (rep.present, rep.built, rep.failed) == (3, N_CLIPS - 3, 1)
+        failure = rep.failures[0]
+        assert failure["clip_id"] == "broken.mp4" and failure["reason"].startswith("not a readable video")
+        assert main(["dataset", "build", str(clips), str(bad), "-o", str(out), "--model", model, "--engine", "ray",
+                     "--workers", "2", "--captions", str(clips / "captions.jsonl"), "-q"]) == 0
+        # Ray reads the shards with no semcodec code (docs/datasets.md)
+        ds = ray.data.read_parquet(str(out / "shards"))
+        ds = ds.filter(lambda row: row["motion"] >= 0.0).select_columns(["clip_id", "caption", "tokens"])
+        got = {cid: list(t) for b in ds.iter_batches(batch_size=64) for cid, t in zip(b["clip_id"], b["tokens"])}
+        ref = TokenDataset(built)
+        assert sorted(got) == ref.clip_ids and all(got[c] == ref[ref.index_of(c)]["tokens"].tolist() for c in got)
+    finally:
+        ray.shutdown()
+    ids = shard_ids(out)
+    assert sorted(ids) == sorted(set(ids)) == TokenDataset(built).clip_ids          # every clip exactly once
+    _same_items(TokenDataset(out), TokenDataset(built))
+    assert [f["clip_id"] for f in read_failures(out)] == ["broken.mp4"]

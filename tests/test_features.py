@@ -48,9 +48,9 @@ def test_pretrained_backbone_from_a_local_path(tmp_path):
     x = torch.rand(2, 3, 64, 96)
     assert torch.allclose(again.eval()(x), vit.eval()(x), atol=1e-6)
 
-    cfg = get_preset("tiny").replace(name="tiny-backbone", features="backbone", feature_dim=48,
-                                     backbone_path=str(path), frame_size=(64, 96))
-    model = VideoTokenizer(cfg).eval()
+    cfg = get_preset("tiny").replace(name="tiny-backbone", features="backbone", feature_dim=48, frame_size=(64, 96))
+    assert "backbone_path" not in cfg.to_dict()            # a path of this machine is never part of a config
+    model = VideoTokenizer(cfg, backbone=str(path)).eval()
     video = torch.rand(1, 3, 64, 96, 3) * 2 - 1
     with torch.no_grad():
         feats = model.features.embed(video)
@@ -67,7 +67,9 @@ def test_pretrained_backbone_from_a_local_path(tmp_path):
 
 
 def test_backbone_errors(tmp_path):
-    with pytest.raises(ValueError, match="the 'backbone' feature space needs backbone_path"):
+    from semcodec import SemcodecError
+    with pytest.raises(SemcodecError, match=r"this model's features come from a pretrained backbone: give its "
+                                            r"local folder \(--backbone DIR, or backbone=DIR\)"):
         PretrainedBackbone(None, 16, 768).embed(torch.zeros(1, 1, 16, 16, 3))
     with pytest.raises(FileNotFoundError, match="backbone weights not found"):
         PretrainedBackbone(str(tmp_path / "none.safetensors"), 16, 768).embed(torch.zeros(1, 1, 16, 16, 3))

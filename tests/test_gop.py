@@ -65,3 +65,29 @@ def test_streaming_emits_in_order_and_rejects_gaps():
 def test_bad_plans(args, msg):
     with pytest.raises(ValueError, match=msg):
         plan_groups(*args)
+
+
+def test_gop_plan_is_the_one_plan():
+    """GopPlan in closed form against the plan written as a loop, and `covering` against a filter;
+    the stream header and the codec ask the same plan."""
+    from semcodec.bitstream.header import count_groups
+    from semcodec.gop import GopPlan
+    for n in range(1, 40):
+        for group in range(1, 9):
+            for overlap in range(group):
+                ref, start = [], 0
+                while True:
+                    ref.append((start, min(group, n - start)))
+                    if start + group >= n:
+                        break
+                    start += group - overlap
+                plan = GopPlan(n, group, overlap)
+                assert [(g.start, g.valid) for g in plan] == ref and len(plan) == count_groups(n, group, overlap)
+                if n in (1, 7, 26):
+                    groups = list(plan)
+                    for first in range(n):
+                        for last in range(first, n):
+                            want = [g for g in groups if g.start <= last and g.stop > first]
+                            assert plan.covering(first, last) == want
+    with pytest.raises(IndexError, match="group 3 out of range: the plan has 3 groups"):
+        GopPlan(20, 8, 2)[3]

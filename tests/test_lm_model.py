@@ -195,8 +195,13 @@ def test_checkpoint_round_trip_and_corruption(tmp_path):
     p.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="content hash"):
         load_lm(p)
-    with pytest.raises(ValueError, match="not an LM checkpoint"):
+    with pytest.raises(ValueError, match="^no such LM file: .*missing.safetensors$"):
         load_lm(tmp_path / "missing.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="not an LM checkpoint"):
+        load_lm(tmp_path / "junk.safetensors")
+    with pytest.raises(ValueError, match="^unknown LM 'lm-nope' \\(shipped: "):
+        load_lm("lm-nope")
 
 
 def test_config_checks():

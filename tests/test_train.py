@@ -155,3 +155,39 @@ def test_pack_trains_without_video_files(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert load_checkpoint(out / "tiny-gpu.safetensors").name == "tiny-gpu"
     assert [row["step"] for row in _log(out) if "loss" in row] == [2]
+
+
+def test_train_and_export_commands_parse_and_refuse_in_the_cli_format(capsys, tmp_path):
+    """`semcodec train` is a click command over TrainConfig: list options take several values as
+    they always did, and every mistake is one `error:` line before any work (no run folder made)."""
+    from semcodec.cli import cli, main
+    from semcodec.train_config import TrainConfig
+    ctx = cli.commands["train"].make_context("train", ["--data", "a", "b", "synth", "--val", "--out", "r",
+                                                       "--widths", "160", "192", "--lr", "1e-3", "--bf16"])
+    cfg = TrainConfig.from_dict(ctx.params)
+    assert (cfg.data, cfg.val, cfg.widths, cfg.lr, cfg.bf16, cfg.preset) == (("a", "b", "synth"), (), (160, 192),
+                                                                             1e-3, True, "s128")
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg                    # what state.json keeps
+    run = str(tmp_path / "run")
+    base = ["train", "--preset", "tiny", "--out", run]
+    cases = [
+        (["train", "--preset", "nope", "--data", "synth", "--out", run], 1, "error: unknown preset 'nope' (known: "),
+        (["train", "--data", "synth"], 2, "error: Missing option '--out'."),
+        (base + ["--data", "a", "b", "--weights", "1"], 1, "error: --weights has 1 values for 2 --data sources"),
+        (base + ["--data", "synth", "--group-frames", "9"], 1,
+         "error: --group-frames must be in 1..4 (the preset's group), got 9"),
+        (base + ["--data", "synth", "--config", '{"nope": 1}'], 1,
+         "error: --config must be a JSON object of CodecConfig fields; unknown: ['nope']"),
+        (base + ["--data", "synth", "--steps", "0"], 1, "error: --steps must be at least 1, got 0"),
+        (base + ["--data", str(tmp_path / "none")], 1, f"error: no such data source: {tmp_path / 'none'}"),
+        (["export", str(tmp_path / "none"), "-o", str(tmp_path / "x.safetensors")], 1,
+         f"error: {tmp_path / 'none'} is not a training run with a checkpoint (no ckpt/state.json)"),
+    ]
+    for args, status, message in cases:
+        code = main(args)
+        err = capsys.readouterr().err
+        assert code == status and err.startswith(message) and err.count("\n") == 1, (args, err)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "x.safetensors").exists()
+    r = subprocess.run([sys.executable, "-m", "semcodec.train", "--preset", "nope", "--data", "synth", "--out", run],
+                       env=_env(), capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.startswith("error: unknown preset 'nope'") and "Traceback" not in r.stderr

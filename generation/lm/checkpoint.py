@@ -19,6 +19,24 @@ from semcodec.checkpoint import atomic_save_file, content_hash
 from .model import LMConfig, TokenLM
 
 FORMAT = "generation-lm-1"
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"      # shipped LMs: generation/weights/NAME.safetensors
+
+
+def shipped_lms() -> list[str]:
+    return sorted(p.stem for p in WEIGHTS_DIR.glob("lm-*.safetensors"))
+
+
+def resolve_lm(name_or_path) -> Path:
+    """A shipped LM's name (``lm-world``) or a checkpoint path -> the file; ValueError if neither."""
+    s = str(name_or_path)
+    if s in shipped_lms():
+        return WEIGHTS_DIR / f"{s}.safetensors"
+    p = Path(s)
+    if p.is_file():
+        return p
+    if p.suffix == ".safetensors" or p.exists():
+        raise ValueError(f"no such LM file: {s}")
+    raise ValueError(f"unknown LM '{s}' (shipped: {', '.join(shipped_lms()) or 'none'})")
 
 
 @dataclass
@@ -66,7 +84,9 @@ def read_lm_metadata(path) -> dict:
 
 
 def load_lm(path, map_location="cpu", verify: bool = True) -> LMCheckpoint:
-    """A checkpoint written by :func:`save_lm`; ValueError for anything wrong with the file."""
+    """A checkpoint written by :func:`save_lm` (a path, or a shipped LM's name); ValueError for
+    anything wrong with the file."""
+    path = resolve_lm(path)
     meta = read_lm_metadata(path)
     try:
         cfg = LMConfig.from_dict(json.loads(meta["config"]))

@@ -461,15 +461,15 @@ class StreamReader:
         raw = f.read(FOOTER2.size)
         isize, crc = FOOTER2.unpack(raw)
         start = size - FOOTER2.size - isize
-        # a cut file ends in payload bytes: its "footer" declares nonsense or fails the CRC
+        # a cut file ends in payload bytes: its "footer" declares an index that cannot fit (but
+        # for a chance of about the file's size in 2**32)
         if start < self._data_start:
-            raise BitstreamError(f"{name} is truncated or damaged: its footer declares a group index "
-                                 f"that does not fit the file")
+            raise BitstreamError(f"{name} is truncated: the footer at its end is missing or damaged "
+                                 f"(it declares a group index that does not fit the file)")
         f.seek(start)
         index = f.read(isize)
         if len(index) != isize or _crc(index, raw[:4]) != crc:
-            raise BitstreamError(f"{name} is truncated or damaged: the group index at its end fails "
-                                 f"its CRC32 check")
+            raise BitstreamError(f"{name} is corrupt: the group index fails its CRC32 check")
         if isize < MIN_ENTRY * n:
             raise BitstreamError(f"{name} is corrupt: the group index does not fit the file "
                                  f"({n} groups declared)")

@@ -27,6 +27,8 @@ from typing import Any
 import constriction
 import numpy as np
 
+from ..errors import SemcodecError
+
 ENTROPY_MODES = ("fixed", "prior", "adaptive", "context")
 
 PRECISION = 24                      # bits of every probability: they sum to 2**PRECISION
@@ -56,7 +58,7 @@ CONTEXT_WORK_DIVISOR = 8
 _SHA_CHARS = frozenset("0123456789abcdef")
 
 
-class PayloadError(ValueError):
+class PayloadError(SemcodecError, ValueError):
     """A payload or entropy parameter is wrong; the message is a fragment that the container
     completes with the file name and group number."""
 

@@ -1,8 +1,10 @@
 """The one exception a reader of ``tokens.bin`` raises for anything wrong with the file."""
 from __future__ import annotations
 
+from ..errors import SemcodecError
 
-class BitstreamError(ValueError):
+
+class BitstreamError(SemcodecError, ValueError):
     """A token stream is unreadable: truncated, corrupt, not a token stream, of an unsupported
     version, or it needs a token prior that was not given / does not match.
 

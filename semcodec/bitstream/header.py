@@ -9,6 +9,9 @@ import numbers
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from ..errors import SemcodecError
+from ..gop import GopPlan
+
 from .entropy import MAX_CODEBOOK, MAX_GROUP_TOKENS, PayloadError, validate_params
 
 _HEX = frozenset("0123456789abcdef")
@@ -18,15 +21,13 @@ MAX_SEMANTIC_FRAMES = (1 << 32) - 1        # group starts are stored as uint32
 MAX_GROUP = 1 << 16
 
 
-class HeaderError(ValueError):
+class HeaderError(SemcodecError, ValueError):
     """A header field is wrong; the message is a fragment (``field 'group' must be ...``)."""
 
 
 def count_groups(semantic_frames: int, group: int, overlap: int) -> int:
-    """Number of groups ``semcodec.gop.plan_groups`` makes: the smallest ``m`` with
-    ``(m - 1) * (group - overlap) + group >= semantic_frames``."""
-    stride = group - overlap
-    return 1 if semantic_frames <= group else 1 + -(-(semantic_frames - group) // stride)
+    """Number of groups of the GOP plan (``semcodec.gop.GopPlan``, the one home of that arithmetic)."""
+    return len(GopPlan(semantic_frames, group, overlap))
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,8 @@ class StreamHeader:
         """``(start, valid)`` of group ``i``: its first semantic frame and its coded frames."""
         if not 0 <= i < self.n_groups:
             raise IndexError(f"group {i} out of range: the stream has {self.n_groups} groups")
-        start = i * self.stride
-        return start, min(self.group, self.semantic_frames - start)
+        g = GopPlan(self.semantic_frames, self.group, self.overlap)[i]
+        return g.start, g.valid
 
     def tokens_for_frames(self, valid: int) -> int:
         return self.iframe_tokens + (valid - 1) * self.pframe_tokens

@@ -2,6 +2,7 @@
 
     python -m semcodec.data.build SRC... -o DS_DIR [--captions FILE.jsonl] [--workers N]
     torchrun --nproc-per-node 4 -m semcodec.data.build SRC... -o DS_DIR     # many processes / machines
+    python -m semcodec.data.build SRC... -o DS_DIR --engine ray --workers 64  # a Ray cluster
 
 Sources are listed deterministically (sorted by clip id); rank ``r`` of ``world`` (the ``RANK`` /
 ``WORLD_SIZE`` environment of torchrun, or ``--rank`` / ``--world-size``) takes the clips
@@ -11,6 +12,11 @@ complete shards. A re-run reads the clip ids already in the shards and the failu
 recorded and skips them: every clip ends up in the dataset exactly once. A source that cannot be
 read is recorded in ``failures-rRRRRR.jsonl`` with the reason and never stops the build. The
 format is specified in ``docs/datasets.md``.
+
+Engines: ``local`` tokenizes in this machine's processes (``--workers``); ``ray`` hands the clips
+to Ray Data actors (``semcodec.data.ray_engine``) and receives the rows back here. Either way
+this process alone writes the shards and the failure records, through the same code, so the
+shards and the exactly-once guarantee are the same.
 """
 from __future__ import annotations
 
@@ -27,8 +33,8 @@ import numpy as np
 
 from .dataset import (FORMAT, failure_records, META_FILE, MOTION_DOC, MOTION_FPS, MOTION_SIDE, SHARD_DIR,
                       SHARD_SUFFIX, VERSION, DatasetError, shard_paths)
+from ..video import is_video_file
 
-VIDEO_EXT = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".gif"}
 ROW_GROUP_TOKENS = 1 << 20       # tokens per Parquet row group (the unit of random reads)
 FLUSH_TOKENS = 32 << 20          # a shard is written at the latest when this many tokens are buffered
 
@@ -66,7 +72,7 @@ def list_sources(srcs) -> list[tuple[str, str]]:
         if p.is_dir():
             root = p.resolve()
             files = [(f.relative_to(root).as_posix(), f) for f in sorted(root.rglob("*"))
-                     if f.is_file() and f.suffix.lower() in VIDEO_EXT
+                     if f.is_file() and is_video_file(f)
                      and not any(part.startswith(".") for part in f.relative_to(root).parts)]
         elif p.exists():
             files = [(p.name, p.resolve())]
@@ -186,12 +192,12 @@ def _try_clip(codec, clip: Clip, token_dtype) -> tuple[str, Clip, object]:
 _WORKER: dict = {}
 
 
-def _worker_init(model, device, threads, parent: int | None = None):
+def _worker_init(model, device, threads, parent: int | None = None, backbone=None):
     _die_with_parent(parent)
     import torch
     torch.set_num_threads(threads)
     from ..codec import Codec
-    _WORKER["codec"] = Codec.load(model, device)
+    _WORKER["codec"] = Codec.from_pretrained(model, device, backbone)
     _WORKER["dtype"] = token_dtype(_WORKER["codec"].config.codebook_size)
 
 
@@ -219,7 +225,7 @@ def token_dtype(codebook_size: int):
 # ----------------------------------------------------------------------------------- output
 def dataset_meta(codec) -> dict:
     c = codec.config
-    return {"format": FORMAT, "version": VERSION,
+    return {"format": FORMAT, "version": VERSION,        # the config holds no path: backbones are given at load
             "model": {"name": codec.name, "hash": codec.content_hash, "config": c.to_dict()},
             "tokens": {"dtype": np.dtype(token_dtype(c.codebook_size)).name, "codebook_size": c.codebook_size,
                        "iframe_tokens": c.iframe_tokens, "pframe_tokens": c.pframe_tokens, "group": c.group,
@@ -229,7 +235,7 @@ def dataset_meta(codec) -> dict:
 
 def prepare_dir(out, codec) -> dict:
     """Create ``out`` (or check it was built with the same model) and write ``dataset.json``."""
-    from ..atomic import atomic_path
+    from ..atomic import atomic_write
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DatasetError(f"output is a file, not a folder: {out}")
@@ -246,8 +252,8 @@ def prepare_dir(out, codec) -> dict:
                                f"not of '{meta['model']['name']}' ({meta['model']['hash'][:12]}): use another "
                                f"output folder")
         return old
-    with atomic_path(p) as tmp:
-        Path(tmp).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    with atomic_write(p, "w") as f:
+        f.write(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return meta
 
 
@@ -287,7 +293,7 @@ class ShardWriter:
             return None
         import pyarrow as pa
         import pyarrow.parquet as pq
-        from ..atomic import commit, temp_beside
+        from ..atomic import atomic_path
         rows, self.rows, self.tokens = self.rows, [], 0
         cols = {}
         for f in self.schema:
@@ -301,16 +307,9 @@ class ShardWriter:
         mean = max(1.0, sum(len(r["tokens"]) for r in rows) / len(rows))
         self.seq += 1
         path = self.dir / f"r{self.rank:05d}-{self.seq:06d}{SHARD_SUFFIX}"
-        tmp = temp_beside(path)
-        try:
+        with atomic_path(path) as tmp:
             pq.write_table(table, tmp, row_group_size=int(max(1, min(4096, ROW_GROUP_TOKENS // mean))),
                            compression="zstd", compression_level=3)
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            commit(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         self.written += 1
         return path
 
@@ -349,12 +348,14 @@ def dist_env(rank: int | None = None, world: int | None = None) -> tuple[int, in
 # ----------------------------------------------------------------------------------- build
 def build(sources, out, model=None, captions=None, workers: int = 1, rank: int | None = None,
           world: int | None = None, device: str | None = None, shard_size: int = 256, flush_seconds: float = 300,
-          retry_failed: bool = False, log=None, progress: bool = False) -> BuildReport:
+          retry_failed: bool = False, log=None, progress: bool = False, engine: str = "local",
+          backbone=None) -> BuildReport:
     """Tokenize ``sources`` (files / folders) into the dataset folder ``out``; see the module doc.
 
-    ``workers``: tokenizing processes (spawned, one torch thread each); 0 tokenizes in this process.
-    ``shard_size``: clips per shard (also written every ``flush_seconds`` and at the end).
-    ``retry_failed``: try again the sources an earlier run recorded as failed.
+    ``workers``: tokenizing processes (spawned, one torch thread each); 0 tokenizes in this process;
+    with ``engine="ray"``, Ray actors. ``shard_size``: clips per shard (also written every
+    ``flush_seconds`` and at the end). ``retry_failed``: try again the sources an earlier run
+    recorded as failed. ``backbone``: the local backbone of a model whose features come from one.
     """
     import torch
     from ..codec import Codec
@@ -365,11 +366,18 @@ def build(sources, out, model=None, captions=None, workers: int = 1, rank: int |
         raise DatasetError("--shard-size must be at least 1")
     if workers < 0:
         raise DatasetError("--workers must be 0 (this process) or more")
+    if engine not in ("local", "ray"):
+        raise DatasetError(f"--engine must be local or ray, not {engine!r}")
+    if engine == "ray" and world > 1:
+        raise DatasetError("--engine ray spreads the clips itself: run one build, not one per rank")
     if device is None:
         local = int(os.environ.get("LOCAL_RANK", 0))
         device = f"cuda:{local % max(1, torch.cuda.device_count())}" if torch.cuda.is_available() else "cpu"
     clips, uncaptioned = make_clips(sources, captions)
-    codec = Codec.load(model, device if workers == 0 else "cpu")
+    if engine == "ray":
+        from .ray_engine import ray_available
+        ray_available()                  # before any work: a clear error without the extra
+    codec = Codec.from_pretrained(model, device if workers == 0 and engine == "local" else "cpu", backbone)
     meta = prepare_dir(out, codec)
     lock = _lock(out, rank)
     rep = BuildReport(sources=len(clips), uncaptioned=uncaptioned)
@@ -383,19 +391,21 @@ def build(sources, out, model=None, captions=None, workers: int = 1, rank: int |
         if retry_failed:
             retry = {c.clip_id for c in todo}
             if fail_path.exists():
-                from ..atomic import atomic_path
+                from ..atomic import atomic_write
                 keep = [ln for ln in fail_path.read_text(errors="replace").splitlines()
                         if _line_id(ln) not in retry and _line_id(ln) is not None]
-                with atomic_path(fail_path) as tmp:
-                    Path(tmp).write_text("".join(ln + "\n" for ln in keep))
+                with atomic_write(fail_path, "w") as f:
+                    f.write("".join(ln + "\n" for ln in keep))
         else:
             n = len(todo)
             todo = [c for c in todo if c.clip_id not in failed]
             rep.known_failed = n - len(todo)
         writer = ShardWriter(out, rank, meta)
         tag = f"[rank {rank}/{world}] " if world > 1 else ""
+        how = (f"{max(1, workers)} Ray actor{'s' if workers > 1 else ''}" if engine == "ray" else
+               f"{workers or 'no'} worker process{'es' if workers != 1 else ''}")
         log(f"{tag}{len(mine)} clips assigned: {rep.present} already present, {rep.known_failed} failed before, "
-            f"{len(todo)} to tokenize with {workers or 'no'} worker process{'es' if workers != 1 else ''}")
+            f"{len(todo)} to tokenize with {how}")
         bar = None
         if progress:
             from tqdm import tqdm
@@ -423,13 +433,17 @@ def build(sources, out, model=None, captions=None, workers: int = 1, rank: int |
                 bar.update(1)
 
         try:
-            if workers == 0:
+            if engine == "ray":
+                from .ray_engine import run_ray
+                del codec
+                run_ray(todo, model, device, max(1, workers), handle, backbone)
+            elif workers == 0:
                 dtype = token_dtype(codec.config.codebook_size)
                 for clip in todo:
                     handle(*_try_clip(codec, clip, dtype))
             else:
                 del codec
-                _run_pool(todo, model, device, workers, handle, log, tag)
+                _run_pool(todo, model, device, workers, handle, log, tag, backbone)
             writer.flush()
         finally:
             if bar is not None:
@@ -469,7 +483,7 @@ def _append_line(path: Path, line: str) -> None:
         os.close(fd)
 
 
-def _run_pool(todo: list[Clip], model, device, workers: int, handle, log, tag) -> None:
+def _run_pool(todo: list[Clip], model, device, workers: int, handle, log, tag, backbone=None) -> None:
     """Tokenize ``todo`` in ``workers`` spawned processes. A worker that dies (crash, out of
     memory) breaks the pool: the clips in flight are retried one at a time in a new pool, and the
     one that breaks it alone is recorded as failed."""
@@ -480,7 +494,7 @@ def _run_pool(todo: list[Clip], model, device, workers: int, handle, log, tag) -
     ctx = mp.get_context("spawn")
     while queue or suspects:
         pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                                   initargs=(model, device, 1, os.getpid()))
+                                   initargs=(model, device, 1, os.getpid(), backbone))
         inflight: dict = {}
         solo = False
         try:

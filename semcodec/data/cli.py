@@ -14,6 +14,7 @@ Examples:
   semcodec dataset synth -n 200 -o test/ --split test      # the world's test split (held-out pairs, paraphrases)
   semcodec dataset build clips/ -o ds/ --captions clips/captions.jsonl --workers 2
   torchrun --nproc-per-node 4 -m semcodec.data.build videos/ -o ds/   # one shard of the files per rank
+  semcodec dataset build videos/ -o ds/ --engine ray --workers 64      # a Ray cluster (RAY_ADDRESS)
   python -c "from semcodec.data import TokenDataset; print(TokenDataset('ds/'))"
 """
 
@@ -30,24 +31,34 @@ def dataset():
               help="JSONL: one {\"path\" (relative to the file) or \"id\", \"caption\", ...} per line")
 @click.option("--model", default=None, help="shipped model name or checkpoint path [default: s128]")
 @click.option("--workers", type=int, default=1, show_default=True,
-              help="tokenizing processes per rank (one torch thread each); 0 = in this process")
+              help="tokenizing processes per rank (one torch thread each); 0 = in this process; with "
+                   "--engine ray: tokenizing Ray actors")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: processes of this machine (and torchrun ranks); ray: Ray Data actors on the Ray "
+                   "cluster of RAY_ADDRESS (or a local one), shards written here (pip install 'semcodec[ray]')")
+@click.option("--backbone", default=None, help="local folder of the pretrained backbone of a model whose "
+              "features come from one (landiff)")
 @click.option("--device", default=None, help="torch device [default: cuda:LOCAL_RANK if available, else cpu]")
 @click.option("--shard-size", type=int, default=256, show_default=True, help="clips per Parquet shard")
 @click.option("--retry-failed", is_flag=True, help="try again the sources an earlier run recorded as failed")
 @click.option("--rank", type=int, default=None, help="this process's rank [default: $RANK or 0]")
 @click.option("--world-size", type=int, default=None, help="number of ranks [default: $WORLD_SIZE or 1]")
 @click.option("-q", "--quiet", is_flag=True, help="print nothing but errors")
-def build_cmd(sources, out, captions, model, workers, device, shard_size, retry_failed, rank, world_size, quiet):
+def build_cmd(sources, out, captions, model, workers, engine, backbone, device, shard_size, retry_failed, rank,
+              world_size, quiet):
     """Tokenize videos (files or folders, searched recursively) into a Parquet token dataset.
 
     Resumable and idempotent: run it again after a kill and every clip is present exactly once.
     Unreadable sources are listed with the reason in DS_DIR/failures-r*.jsonl.
-    Under torchrun each rank takes the clips i % WORLD_SIZE == RANK.
+    Under torchrun each rank takes the clips i % WORLD_SIZE == RANK. With --engine ray the
+    clips are tokenized by Ray Data actors and this process writes the same shards, with the same
+    exactly-once guarantee.
     """
     from .build import build
     log = None if quiet else (lambda m: click.echo(m, err=True))
     build(list(sources), out, model=model, captions=captions, workers=workers, rank=rank, world=world_size,
-          device=device, shard_size=shard_size, retry_failed=retry_failed, log=log, progress=not quiet)
+          device=device, shard_size=shard_size, retry_failed=retry_failed, log=log, progress=not quiet,
+          engine=engine, backbone=backbone)
 
 
 def _size(text: str) -> tuple[int, int]:

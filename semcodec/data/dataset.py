@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import SemcodecError
+
 FORMAT = "semcodec-token-dataset"
 VERSION = 1
 META_FILE = "dataset.json"
@@ -39,7 +41,7 @@ META_COLUMNS = ("clip_id", "source", "caption", "meta", "fps", "frames", "width"
                 "group_start", "group_valid", "group_offsets")
 
 
-class DatasetError(ValueError):
+class DatasetError(SemcodecError, ValueError):
     """A token dataset that cannot be built or read as asked (message is user-facing)."""
 
 

@@ -75,7 +75,8 @@ def load_pack_val(path) -> list:
 def build_pack(data, weights, val, cfg, val_groups: int, photo_side: int, max_mib: float, log=print) -> dict:
     from ..train import load_val_clips
     from ..video import iter_frames, probe, resize
-    from .sources import PHOTO_EXT, VIDEO_EXT
+    from ..video import is_video_file
+    from .sources import PHOTO_EXT
     import torch
     weights = list(weights) if weights else [1.0] * len(data)
     if len(weights) != len(data):
@@ -90,7 +91,7 @@ def build_pack(data, weights, val, cfg, val_groups: int, photo_side: int, max_mi
         files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
         j = 0
         for f in files:
-            if f.suffix.lower() in VIDEO_EXT:
+            if is_video_file(f):
                 frames = torch.from_numpy(np.stack(list(iter_frames(f)))).float()
                 k = 128 / min(frames.shape[1:3])
                 size = (round(frames.shape[1] * k), round(frames.shape[2] * k))

@@ -14,10 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..video import VideoError, iter_frames, probe, resize
+from ..video import VideoError, is_video_file, iter_frames, probe, resize
 from . import synth
 
-VIDEO_EXT = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv"}
 PHOTO_EXT = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 
 
@@ -116,10 +115,13 @@ class PhotoSource:
         return out.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
+RENDER_SHORT_SIDE = 128          # the captioned world's frames: 128 x 192
+
+
 class SynthSource:
-    """Procedural moving shapes (``semcodec.data.synth``); with ``split`` (``synth:train``), only
-    scenes whose seed is in that split of the world (``semcodec.data.world``) and, for ``train``,
-    none with a held-out colour x shape pair."""
+    """Procedural moving shapes (``semcodec.data.synth``); with ``split`` (``synth:train``), the
+    captioned world's scenes (``semcodec.data.world.world_scene``: legible, and in ``train`` never
+    a held-out colour x shape pair) whose seed is in that split."""
 
     def __init__(self, fps: float, split: str | None = None):
         self.fps, self.split = fps, split
@@ -129,12 +131,21 @@ class SynthSource:
         from . import world
         while True:
             seed = int(rng.integers(2 ** 31))
-            if self.split and world.split_of(seed) != self.split:
-                continue
-            scene = synth.random_scene(seed)
-            if self.split == "train" and world.has_held_out(scene):
-                continue
-            return synth.render(scene, frames, size, fps or self.fps)
+            if not self.split:
+                return self._render(synth.random_scene(seed), frames, size, fps or self.fps)
+            if world.split_of(seed) == self.split:
+                return self._render(world.world_scene(seed), frames, size, fps or self.fps)
+
+    @staticmethod
+    def _render(scene, frames: int, size, fps: float) -> np.ndarray:
+        """Drawn at the world's own scale (short side >= 128 px) and resized as the codec resizes
+        a video file (antialiased), so that a model coding small frames trains on what it codes."""
+        k = max(1, -(-RENDER_SHORT_SIDE // min(size)))
+        video = synth.render(scene, frames, (size[0] * k, size[1] * k), fps)
+        if k == 1:
+            return video
+        x = resize(torch.from_numpy(video).float(), tuple(size))
+        return x.round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 def make_sources(specs, fps: float) -> list:
@@ -156,7 +167,7 @@ def make_sources(specs, fps: float) -> list:
         elif p.is_dir():
             files = sorted(f for f in p.rglob("*") if f.is_file())
             photos = [f for f in files if f.suffix.lower() in PHOTO_EXT]
-            out += [VideoSource(f, fps) for f in files if f.suffix.lower() in VIDEO_EXT]
+            out += [VideoSource(f, fps) for f in files if is_video_file(f)]
             if photos:
                 out.append(PhotoSource(photos))
         else:

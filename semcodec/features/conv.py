@@ -22,6 +22,7 @@ class ResBlock(nn.Module):
         self.conv2 = nn.Conv2d(ch, ch, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
+        self.conv2.zero_init = True          # ConvFeatures' variance-preserving init leaves it at zero
 
     def forward(self, x):
         return x + self.conv2(F.silu(self.conv1(F.silu(x))))
@@ -52,9 +53,11 @@ class ConvFeatures(FeatureSpace):
         head += [nn.SiLU(), nn.Conv2d(widths[0], 48, 3, padding=1), nn.PixelShuffle(4)]
         self.head = nn.Sequential(*head)
         # variance-preserving init: PyTorch's default shrinks the signal ~1/sqrt(3) per conv, and
-        # through the head that leaves a near-zero picture that takes ~1000 steps to grow
+        # through the head that leaves a near-zero picture that takes ~1000 steps to grow. Built on
+        # the meta device (a checkpoint being loaded) there is nothing to initialise, and normal_
+        # on meta tensors would import torch._dynamo (seconds)
         for mod in self.modules():
-            if isinstance(mod, nn.Conv2d) and mod.weight.abs().sum() > 0:
+            if isinstance(mod, nn.Conv2d) and not getattr(mod, "zero_init", False) and not mod.weight.is_meta:
                 nn.init.kaiming_normal_(mod.weight, nonlinearity="linear")
                 nn.init.zeros_(mod.bias)
 

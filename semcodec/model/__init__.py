@@ -1,6 +1,6 @@
 from .masks import AttentionMask, TokenLayout, dense_reference, get_mask, mask_mod_for
-from .quantizer import CosineQuantizer
+from .quantizer import CosineQuantizer, EuclideanQuantizer, make_quantizer
 from .tokenizer import Decoder, Encoder, SemanticTokenizer
 
 __all__ = ["AttentionMask", "TokenLayout", "dense_reference", "get_mask", "mask_mod_for",
-           "CosineQuantizer", "Encoder", "Decoder", "SemanticTokenizer"]
+           "CosineQuantizer", "EuclideanQuantizer", "make_quantizer", "Encoder", "Decoder", "SemanticTokenizer"]

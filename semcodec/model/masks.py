@@ -2,8 +2,9 @@
 
 Why masks live here and not in the attention kernel: the rule is a property of the token layout
 (which tokens are visual, IFrame or PFrame, and their frame), so it is built next to the layout,
-once per shape, and cached. The attention entry point (:mod:`kernels.attention`) only consumes it:
-as a flex-attention ``BlockMask`` (sparse, block-skipping) or as a dense boolean matrix (SDPA).
+once per shape, and kept by the model that uses it (``tokenizer.LayoutCache``). The attention
+entry point (:mod:`kernels.attention`) only consumes it: as a flex-attention ``BlockMask``
+(sparse, block-skipping) or as a dense boolean matrix (SDPA).
 
 Encoder sequence ``[T*h*w visual][nI IFrame queries][(T-1)*nP PFrame queries]``:
 - a visual token of frame t sees visual tokens of frames <= t and no query token;
@@ -12,11 +13,12 @@ Encoder sequence ``[T*h*w visual][nI IFrame queries][(T-1)*nP PFrame queries]``:
 Decoder sequence ``[T*h*w mask positions][latents in the same order as the queries]``:
 - a position of frame k sees positions of frames <= k, every IFrame token and the PFrame tokens of
   frames 1..k;
-- latents follow the encoder's rule for queries, with mask positions in place of visual tokens.
+- latents follow the encoder's rule for queries, with mask positions in place of visual tokens
+  (``latent_mask="causal"``), or (``"frame"``, the authors' release) a latent of frame k sees the
+  positions of frames <= k and every latent of frames <= k, its own frame's included.
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -96,8 +98,10 @@ def lattice_shape(n: int, grid: tuple[int, int]) -> tuple[int, int]:
     return rows, n // rows
 
 
-def mask_mod_for(layout: TokenLayout, role: str, device="cpu"):
+def mask_mod_for(layout: TokenLayout, role: str, device="cpu", latent_mask: str = "causal"):
     """The rule as a flex-attention ``mask_mod(b, h, q_idx, kv_idx) -> bool``."""
+    if latent_mask not in ("causal", "frame"):
+        raise ValueError(f"latent_mask must be 'causal' or 'frame', got {latent_mask!r}")
     kind, frame = layout.kinds_and_frames(device)
 
     def query_rule(q, k):
@@ -110,16 +114,21 @@ def mask_mod_for(layout: TokenLayout, role: str, device="cpu"):
             vis_rule = (kind[k] == VISUAL) & (frame[k] <= frame[q])
             return torch.where(kind[q] == VISUAL, vis_rule, query_rule(q, k))
     elif role == "decoder":
+        def latent_rule(q, k):     # "frame": everything of frames up to the latent's own
+            return frame[k] <= frame[q]
+
+        rule = latent_rule if latent_mask == "frame" else query_rule
+
         def mask_mod(b, h, q, k):
             kk = kind[k]
             pos_rule = ((kk == VISUAL) & (frame[k] <= frame[q])) | (kk == IFRAME) | ((kk == PFRAME) & (frame[k] <= frame[q]))
-            return torch.where(kind[q] == VISUAL, pos_rule, query_rule(q, k))
+            return torch.where(kind[q] == VISUAL, pos_rule, rule(q, k))
     else:
         raise ValueError(f"role must be 'encoder' or 'decoder', got {role!r}")
     return mask_mod
 
 
-def dense_reference(layout: TokenLayout, role: str) -> torch.Tensor:
+def dense_reference(layout: TokenLayout, role: str, latent_mask: str = "causal") -> torch.Tensor:
     """``L x L`` bool (True = may attend), written region by region straight from the rule text.
 
     Independent of :func:`mask_mod_for` on purpose: the tests compare the two.
@@ -137,14 +146,15 @@ def dense_reference(layout: TokenLayout, role: str) -> torch.Tensor:
             m[vis(f), iq] = True
             for k in range(1, f + 1):
                 m[vis(f), pq(k)] = True
-    # queries / latents: the same rule in both roles
+    # queries / latents: the same rule in both roles, unless the decoder's latents see whole frames
+    whole = role == "decoder" and latent_mask == "frame"
     m[iq, vis(0)] = True
-    m[iq, iq] = torch.ones(nI, nI, dtype=torch.bool).tril()
+    m[iq, iq] = True if whole else torch.ones(nI, nI, dtype=torch.bool).tril()
     for k in range(1, T):
         rows = pq(k)
         m[rows, upto(k)] = True
         m[rows, V:rows.start] = True                          # every earlier query
-        m[rows, rows] = torch.ones(nP, nP, dtype=torch.bool).tril()
+        m[rows, rows] = True if whole else torch.ones(nP, nP, dtype=torch.bool).tril()
     if role not in ("encoder", "decoder"):
         raise ValueError(f"role must be 'encoder' or 'decoder', got {role!r}")
     return m
@@ -160,10 +170,11 @@ class AttentionMask:
     """
 
     def __init__(self, layout: TokenLayout, role: str, slopes: tuple[float, ...] | None = None,
-                 query_layout: str = "diagonal"):
+                 query_layout: str = "diagonal", latent_mask: str = "causal"):
         if slopes is not None and query_layout != "grid":
             raise ValueError("a locality bias needs query_layout='grid' (queries placed on the grid)")
         self.layout, self.role, self.slopes, self.query_layout = layout, role, slopes, query_layout
+        self.latent_mask = latent_mask
         self._dense: dict[str, torch.Tensor] = {}
         self._bias: dict[str, torch.Tensor] = {}
         self._block: dict[str, object] = {}
@@ -178,7 +189,7 @@ class AttentionMask:
 
     def _build_dense(self, device) -> torch.Tensor:
         idx = torch.arange(self.layout.length, device=device)
-        return mask_mod_for(self.layout, self.role, device)(None, None, idx[:, None], idx[None, :])
+        return mask_mod_for(self.layout, self.role, device, self.latent_mask)(None, None, idx[:, None], idx[None, :])
 
     def _dist2(self, device) -> torch.Tensor:
         hw = self.layout.positions(self.query_layout)[:, 1:].to(device)
@@ -216,13 +227,13 @@ class AttentionMask:
         if key not in self._block:
             from torch.nn.attention.flex_attention import create_block_mask
             L = self.layout.length
-            self._block[key] = create_block_mask(mask_mod_for(self.layout, self.role, device), None, None, L, L,
-                                                 device=str(device))
+            self._block[key] = create_block_mask(mask_mod_for(self.layout, self.role, device, self.latent_mask),
+                                                 None, None, L, L, device=str(device))
         return self._block[key]
 
 
-@functools.lru_cache(maxsize=64)
 def get_mask(layout: TokenLayout, role: str, slopes: tuple[float, ...] | None = None,
-             query_layout: str = "diagonal") -> AttentionMask:
-    """Cached per (layout, role, bias): a shape's masks are built once."""
-    return AttentionMask(layout, role, slopes, query_layout)
+             query_layout: str = "diagonal", latent_mask: str = "causal") -> AttentionMask:
+    """A new :class:`AttentionMask` (it builds its forms lazily and keeps them); a model keeps its
+    own masks in its ``LayoutCache``, so there is no cache of masks at module level."""
+    return AttentionMask(layout, role, slopes, query_layout, latent_mask)

@@ -1,4 +1,6 @@
-"""Cosine vector quantizer with usage counters and dead-code re-seeding."""
+"""Vector quantizers with usage counters and dead-code re-seeding: cosine (the paper, the default)
+and Euclidean with the rotation trick (the authors' release). Both hold ``codebook`` (K x d) and
+``usage`` (K), so training code treats them alike; ``make_quantizer(config)`` picks one."""
 from __future__ import annotations
 
 import torch
@@ -6,6 +8,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from kernels import cosine_vq
+
+from .init import randn
 
 
 class CosineQuantizer(nn.Module):
@@ -18,7 +22,8 @@ class CosineQuantizer(nn.Module):
 
     def __init__(self, codebook_size: int, dim: int, usage_decay: float = 0.99, backend: str = "auto"):
         super().__init__()
-        self.codebook = nn.Parameter(F.normalize(torch.randn(codebook_size, dim), dim=-1))
+        codes = randn(codebook_size, dim)
+        self.codebook = nn.Parameter(codes if codes.is_meta else F.normalize(codes, dim=-1))
         self.register_buffer("usage", torch.zeros(codebook_size))       # EMA of code counts per batch
         self.usage_decay, self.backend = usage_decay, backend
 
@@ -48,13 +53,17 @@ class CosineQuantizer(nn.Module):
         """``indices`` any shape -> unit code vectors of shape ``indices.shape + (d,)``."""
         return self.normalized_codebook()[indices]
 
+    def as_code(self, z: torch.Tensor) -> torch.Tensor:
+        """Encoder outputs as codebook rows (unit vectors here)."""
+        return F.normalize(z, dim=-1)
+
     @torch.no_grad()
     def init_from(self, z: torch.Tensor, generator: torch.Generator | None = None) -> None:
-        """Data-seeded initialisation: codes = random normalised encoder outputs (N x d, N >= 1)."""
-        z = F.normalize(z.reshape(-1, z.shape[-1]).float(), dim=-1)
+        """Data-seeded initialisation: codes = random (normalised) encoder outputs (N x d, N >= 1)."""
+        z = self.as_code(z.reshape(-1, z.shape[-1]).float())
         pick = torch.randint(0, z.shape[0], (self.size,), generator=generator, device="cpu").to(z.device)
         noise = 0.01 * torch.randn(self.size, z.shape[1], generator=generator, device="cpu").to(z.device)
-        self.codebook.copy_(F.normalize(z[pick] + noise, dim=-1))
+        self.codebook.copy_(self.as_code(z[pick] + noise))
         self.usage.fill_(1.0 / self.size)
 
     @torch.no_grad()
@@ -66,10 +75,10 @@ class CosineQuantizer(nn.Module):
         dead = (self.usage < threshold * self.usage.mean().clamp(min=1e-12)).nonzero().flatten()
         if dead.numel() == 0:
             return 0
-        z = F.normalize(z.reshape(-1, z.shape[-1]).float(), dim=-1)
+        z = self.as_code(z.reshape(-1, z.shape[-1]).float())
         pick = torch.randint(0, z.shape[0], (dead.numel(),), generator=generator, device="cpu").to(z.device)
         noise = 0.01 * torch.randn(dead.numel(), z.shape[1], generator=generator, device="cpu").to(z.device)
-        self.codebook[dead] = F.normalize(z[pick] + noise, dim=-1).to(self.codebook.dtype)
+        self.codebook[dead] = self.as_code(z[pick] + noise).to(self.codebook.dtype)
         self.usage[dead] = self.usage.mean()
         return int(dead.numel())
 
@@ -77,3 +86,68 @@ class CosineQuantizer(nn.Module):
     def perplexity(self) -> float:
         p = self.usage / self.usage.sum().clamp(min=1e-12)
         return float(torch.exp(-(p * (p + 1e-12).log()).sum()))
+
+
+class EuclideanQuantizer(CosineQuantizer):
+    """Codebook ``K x d`` used as is: nearest code by Euclidean distance (the authors' release,
+    ``vector_quantize_pytorch.VectorQuantize`` with its defaults).
+
+    ``forward(z)`` -> ``(zq, indices, commit_loss)`` as :class:`CosineQuantizer`, on raw vectors;
+    in training the gradient reaches ``z`` by the rotation trick (Fifty et al. 2024: ``zq`` is
+    ``z`` rotated onto its code and rescaled, the rotation and scale held constant), so the
+    encoder sees how its output sits relative to the code, not a plain copy of the code's
+    gradient. The release updates its codebook by EMA; here the codebook term of
+    ``commit_loss`` trains it, as for the cosine quantizer. Inference is the same either way.
+    """
+
+    def __init__(self, codebook_size: int, dim: int, usage_decay: float = 0.99):
+        super().__init__(codebook_size, dim, usage_decay)
+        if not self.codebook.is_meta:
+            with torch.no_grad():
+                self.codebook.copy_(torch.randn(codebook_size, dim))
+
+    def as_code(self, z: torch.Tensor) -> torch.Tensor:
+        return z
+
+    def normalized_codebook(self) -> torch.Tensor:
+        return self.codebook
+
+    def nearest(self, flat: torch.Tensor) -> torch.Tensor:
+        """``N x d`` float32 -> ``N`` ids of the nearest codes (squared distances written as the
+        release writes them, so ties break alike)."""
+        cb = self.codebook.float()
+        d2 = (flat * flat).sum(-1)[:, None] + (cb * cb).sum(-1)[None, :] + (flat @ cb.t()) * -2
+        return d2.argmin(-1)
+
+    def forward(self, z: torch.Tensor):
+        shape = z.shape[:-1]
+        flat = z.reshape(-1, z.shape[-1]).float()
+        with torch.no_grad():
+            idx = self.nearest(flat)
+        q = self.codebook[idx].float()                      # differentiable w.r.t. the codebook
+        commit = F.mse_loss(flat, q.detach()) + F.mse_loss(q, flat.detach())
+        zq = rotate_onto(flat, q.detach()) if self.training else q.detach()
+        if self.training:
+            with torch.no_grad():
+                counts = torch.bincount(idx, minlength=self.size).float()
+                self.usage.mul_(self.usage_decay).add_(counts, alpha=1 - self.usage_decay)
+        return zq.reshape(*shape, -1).to(z.dtype), idx.reshape(shape), commit
+
+
+def rotate_onto(e: torch.Tensor, q: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """The rotation trick: ``N x d`` vectors ``e`` -> their codes ``q`` in value, with the gradient
+    of ``e`` passed through the rotation taking ``e``'s direction to ``q``'s and the ratio of the
+    norms (both held constant): ``R e * |q| / |e|`` with ``R = I - 2 w w^T + 2 q^ u^T``,
+    ``u = e / |e|``, ``q^ = q / |q|``, ``w = (u + q^) / |u + q^|``."""
+    ne, nq = e.norm(dim=-1, keepdim=True), q.norm(dim=-1, keepdim=True)
+    u, qh = (e / ne.clamp(min=eps)).detach(), q / nq.clamp(min=eps)
+    w = F.normalize(u + qh, dim=-1, eps=eps).detach()
+    rot = e - 2 * (e * w).sum(-1, keepdim=True) * w + 2 * (e * u).sum(-1, keepdim=True) * qh
+    return rot * (nq / ne.clamp(min=eps)).detach()
+
+
+def make_quantizer(config) -> CosineQuantizer:
+    """The quantizer ``config.quantizer`` names (``"cosine"`` or ``"euclidean"``)."""
+    if config.quantizer == "euclidean":
+        return EuclideanQuantizer(config.codebook_size, config.codebook_dim)
+    return CosineQuantizer(config.codebook_size, config.codebook_dim)

@@ -8,7 +8,9 @@ def rope_angles(positions: torch.Tensor, split: tuple[int, int, int], theta: flo
     """``positions`` L x 3 (t, h, w) -> angles L x (head_dim / 2)."""
     parts = []
     for axis, dim in enumerate(split):
-        inv_freq = theta ** (-torch.arange(0, dim, 2, dtype=torch.float32, device=positions.device) / dim)
+        # 1 / theta^(2i/d), written as the release writes it: float32 rounding alike, which matters for
+        # the far positions (query n at (n, n, n), n up to 1217 in landiff)
+        inv_freq = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float32, device=positions.device) / dim)
         parts.append(positions[:, axis:axis + 1].float() * inv_freq)
     return torch.cat(parts, dim=-1)
 

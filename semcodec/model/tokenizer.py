@@ -9,7 +9,7 @@ PFrame tokens of frames 1..T-1 in order.
 """
 from __future__ import annotations
 
-import functools
+from collections import OrderedDict
 
 import torch
 import torch.nn as nn
@@ -18,17 +18,51 @@ import torch.nn.functional as F
 from kernels import masked_attention
 
 from ..presets import CodecConfig
-from .masks import TokenLayout, get_mask, lattice_shape
-from .quantizer import CosineQuantizer
+from .masks import AttentionMask, TokenLayout, lattice_shape
+from .init import randn
+from .quantizer import make_quantizer
 from .rope import apply_rope, rope_angles
 
 
-@functools.lru_cache(maxsize=64)
-def _rope_tables(layout: TokenLayout, split: tuple[int, int, int], theta: float, query_layout: str):
-    # cached tables must be normal tensors even when first built under torch.inference_mode
-    with torch.inference_mode(False):
-        ang = rope_angles(layout.positions(query_layout), split, theta)
-        return ang.cos(), ang.sin()
+class LayoutCache:
+    """What a transformer derives from a group's token layout alone -- RoPE tables (per device)
+    and attention masks -- built on first use and kept by the model that owns it (never at module
+    level, never in the state dict), at most ``size`` layouts, least recently used dropped.
+    Tables are normal tensors even when first built under ``torch.inference_mode`` (they serve
+    training too)."""
+
+    def __init__(self, cfg: CodecConfig, size: int = 16):
+        self.cfg, self.size = cfg, size
+        self._rope: OrderedDict = OrderedDict()
+        self._masks: OrderedDict = OrderedDict()
+
+    def _get(self, table: OrderedDict, key, build):
+        if key in table:
+            table.move_to_end(key)
+            return table[key]
+        with torch.inference_mode(False):
+            value = table[key] = build()
+        while len(table) > self.size:
+            table.popitem(last=False)
+        return value
+
+    def rope(self, layout: TokenLayout, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(cos, sin)``, each ``L x head_dim / 2``, on ``device``."""
+        c = self.cfg
+
+        def build():
+            ang = rope_angles(layout.positions(c.query_layout), c.rope_split, c.rope_theta)
+            return ang.cos().to(device), ang.sin().to(device)
+        return self._get(self._rope, (layout, str(device)), build)
+
+    def mask(self, layout: TokenLayout, role: str) -> AttentionMask:
+        c = self.cfg
+        return self._get(self._masks, (layout, role),
+                         lambda: AttentionMask(layout, role, c.locality_slopes, c.query_layout, c.latent_mask))
+
+    def clear(self) -> None:
+        self._rope.clear()
+        self._masks.clear()
 
 
 def _resample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -100,13 +134,17 @@ class _Transformer(nn.Module):
     def __init__(self, cfg: CodecConfig, layers: int):
         super().__init__()
         self.cfg = cfg
+        # the release normalises the whole sequence once before its blocks (``ln_pre``)
+        self.norm_in = nn.LayerNorm(cfg.width) if cfg.pre_norm else None
         self.blocks = nn.ModuleList(Block(cfg.width, cfg.heads, cfg.mlp_ratio) for _ in range(layers))
         self.attn_backend = "auto"
+        self.layout_cache = LayoutCache(cfg)
 
     def run_blocks(self, x, layout: TokenLayout, role: str):
-        cos, sin = _rope_tables(layout, self.cfg.rope_split, self.cfg.rope_theta, self.cfg.query_layout)
-        cos, sin = cos.to(x.device), sin.to(x.device)
-        mask = get_mask(layout, role, self.cfg.locality_slopes, self.cfg.query_layout)
+        cos, sin = self.layout_cache.rope(layout, x.device)
+        mask = self.layout_cache.mask(layout, role)
+        if self.norm_in is not None:
+            x = self.norm_in(x)
         for blk in self.blocks:
             x = blk(x, cos, sin, mask, self.attn_backend)
         return x
@@ -123,8 +161,8 @@ class Encoder(_Transformer):
     def __init__(self, cfg: CodecConfig):
         super().__init__(cfg, cfg.enc_layers)
         self.in_proj = nn.Linear(cfg.feature_dim, cfg.width)       # the 1x1 projection
-        self.iframe_queries = nn.Parameter(torch.randn(cfg.iframe_tokens, cfg.width))
-        self.pframe_queries = nn.Parameter(torch.randn(cfg.pframe_tokens, cfg.width))  # shared by P-frames
+        self.iframe_queries = nn.Parameter(randn(cfg.iframe_tokens, cfg.width))
+        self.pframe_queries = nn.Parameter(randn(cfg.pframe_tokens, cfg.width))  # shared by P-frames
         self.norm_out = nn.LayerNorm(cfg.width)
         self.out_proj = nn.Linear(cfg.width, cfg.codebook_dim)
 
@@ -147,7 +185,7 @@ class Decoder(_Transformer):
     def __init__(self, cfg: CodecConfig):
         super().__init__(cfg, cfg.dec_layers)
         self.latent_proj = nn.Linear(cfg.codebook_dim, cfg.width)
-        self.mask_token = nn.Parameter(0.02 * torch.randn(cfg.width))   # one token, every position
+        self.mask_token = nn.Parameter(randn(cfg.width, std=0.02))   # one token, every position
         self.head = nn.Sequential(nn.LayerNorm(cfg.width), nn.Linear(cfg.width, 2 * cfg.width), nn.Tanh(),
                                   nn.Linear(2 * cfg.width, cfg.feature_dim))
 
@@ -186,7 +224,7 @@ class SemanticTokenizer(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = Encoder(config)
-        self.quantizer = CosineQuantizer(config.codebook_size, config.codebook_dim)
+        self.quantizer = make_quantizer(config)
         self.decoder = Decoder(config)
 
     @property

@@ -11,16 +11,18 @@ from .tokenizer import SemanticTokenizer
 
 class VideoTokenizer(nn.Module):
     """``features`` (stem / head or a fixed space) + ``tokenizer`` (:class:`SemanticTokenizer`).
+    ``backbone``: the local pretrained backbone of ``features="backbone"`` (see
+    :mod:`semcodec.features.backbone`).
 
     ``encode(video)``: ``B x T x H x W x 3`` float in [-1, 1] (T <= group, H and W multiples of
     the patch) -> ``B x N`` int64 token ids. ``decode(indices, size)``: -> ``B x T x H x W x 3``
     in [-1, 1] (clamped). ``forward(video)`` -> dict of losses and the reconstruction.
     """
 
-    def __init__(self, config: CodecConfig):
+    def __init__(self, config: CodecConfig, backbone=None):
         super().__init__()
         self.config = config
-        self.features = build_feature_space(config)
+        self.features = build_feature_space(config, backbone)
         self.tokenizer = SemanticTokenizer(config)
 
     def grid_for(self, size: tuple[int, int]) -> tuple[int, int]:

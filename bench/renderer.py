@@ -1,0 +1,167 @@
+"""The renderer against the direct decode: time per 4 s clip, sharpness, evaluator scores, seams.
+
+``python -m bench.renderer --model world --renderer WEIGHTS [--clips 20] [--steps N] [--threads 2]
+[--out results/renderer.json]``
+
+Renders ``--clips`` clips of a split of the captioned world (4 s at 8 fps, 128 x 192, written as
+lossless H.264 and coded as ``semcodec encode`` does), then decodes each stream twice: with the
+model's own decoder and with the diffusion renderer (``Codec.renderer``, as ``semcodec decode
+--renderer diffusion`` does), frames taken before the video writer. Reports
+
+- seconds per clip for both decodes, wall and CPU (``--threads`` torch threads; the issue's target:
+  a 4 s clip in under a minute on 2 CPU cores at the default steps; on a shared machine the CPU
+  seconds over the threads bound the wall time an idle one would take);
+- sharpness: the mean gradient magnitude of the luma (forward differences, 0-255 levels) of each
+  decode over the source's, per clip then averaged (1 = as sharp as the source; a blurry decode is
+  below 1);
+- ``generation.evaluate`` on the source, the direct decode and the renderer, against the scene
+  specs (every dimension);
+- continuity at the semantic rate (groups cross-faded as the codec does): mean |frame difference|
+  where a group's new frames begin, over the mean inside groups, for the source, the direct
+  decode and the renderer.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def gradient_magnitude(frames: np.ndarray) -> float:
+    """Mean |grad| of the luma of ``T x H x W x 3`` frames (0-255), forward differences."""
+    y = np.asarray(frames, np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    dx, dy = y[:, :-1, 1:] - y[:, :-1, :-1], y[:, 1:, :-1] - y[:, :-1, :-1]
+    return float(np.sqrt(dx * dx + dy * dy).mean())
+
+
+class Recording:
+    """A renderer (``Codec.renderer``) that passes each group to ``fn`` and keeps what it returns, so
+    one decode gives both the output frames and the groups' frames for the continuity measure."""
+    steps, on_step = 1, None
+
+    def __init__(self, fn):
+        self.fn, self.groups = fn, []
+
+    def decode_group(self, tokens, size):
+        out = self.fn(tokens, size)
+        self.groups.append(out.numpy())
+        return out
+
+
+def direct(codec):
+    """The model's own decoder, as ``Codec.decode_group`` runs it without a renderer."""
+    import torch
+
+    def fn(tokens, size):
+        with torch.inference_mode():
+            return codec.model.decode(torch.as_tensor(np.asarray(tokens, np.int64))[None], size)[0].float().cpu()
+    return fn
+
+
+def semantic_frames(header, groups: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
+    """Groups' frames cross-faded as the codec does (``N x h x w x 3`` uint8 at the model size, the
+    semantic rate) and where each group's new frames begin."""
+    from semcodec.gop import CrossFader, plan_groups
+    h = header
+    plan = plan_groups(h.semantic_frames, h.group, h.overlap)
+    fader, out = CrossFader(plan, h.overlap), []
+    for g, f in zip(plan, groups):
+        out += [x for _, x in fader.push(g, f)]
+    out += [x for _, x in fader.flush()]
+    frames = np.clip(np.rint((np.stack(out) + 1) * 127.5), 0, 255).astype(np.uint8)
+    return frames, [g.start + h.overlap for g in plan[1:]]
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m bench.renderer", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="world", help="the tokenizer: shipped name or checkpoint path")
+    p.add_argument("--renderer", required=True, help="the renderer's stage-2 weights")
+    p.add_argument("--clips", type=int, default=20)
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--start", type=int, default=0, help="first scene seed to draw the split's seeds from")
+    p.add_argument("--seconds", type=float, default=4.0)
+    p.add_argument("--size", default="128x192", help="H x W of the clips")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps [default: the renderer's]")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default="results/renderer.json")
+    a = p.parse_args(argv)
+    import torch
+    torch.set_num_threads(a.threads)
+    from generation.diffusion.render import load_renderer
+    from generation.diffusion.sample import continuity
+    from generation.evaluate import DIMENSIONS, evaluate
+    from semcodec.bitstream import StreamReader
+    from semcodec.codec import Codec
+    from semcodec.data import synth, world
+    from semcodec.video import VideoWriter, semantic_source_index
+    codec = Codec.load(a.model, "cpu")
+    renderer = load_renderer(codec, weights=a.renderer, steps=a.steps, seed=a.seed)
+    fps = 8.0
+    size = tuple(int(x) for x in a.size.split("x"))
+    n_frames = int(round(a.seconds * fps))
+    src, decoded, rendered, targets, times = [], [], [], [], {"direct": 0.0, "renderer": 0.0}
+    cpu = dict(times)
+    cont = {"source": [], "direct": [], "renderer": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, seed in enumerate(world.split_seeds(a.split, a.clips, a.start)):
+            scene = world.world_scene(seed)
+            video = synth.render(scene, n_frames, size, fps)
+            path, stream = Path(tmp) / f"{i}.mp4", Path(tmp) / f"{i}.bin"
+            with VideoWriter(path, fps, size, crf=0) as w:
+                for f in video:
+                    w.write(f)
+            codec.encode_file(path, stream, entropy="adaptive")
+            renderer.reset()
+            for name, fn, bucket in (("direct", direct(codec), decoded), ("renderer", renderer.decode_group, rendered)):
+                codec.renderer = rec = Recording(fn)
+                t0, c0 = time.perf_counter(), time.process_time()
+                bucket.append(np.stack(list(codec.iter_decode(str(stream)))))     # with the model's prior
+                times[name] += time.perf_counter() - t0
+                cpu[name] += time.process_time() - c0
+                codec.renderer = None
+                with StreamReader(stream) as reader:
+                    header = reader.header
+                sem, starts = semantic_frames(header, rec.groups)
+                cont[name].append(continuity(sem, starts))
+            pick = [semantic_source_index(j, fps, codec.semantic_fps(None), len(video)) for j in range(len(sem))]
+            cont["source"].append(continuity(video[pick], starts))      # the source at the semantic rate
+            src.append(video)
+            targets.append(scene.to_dict())
+    sharp = {n: float(np.mean([gradient_magnitude(d) / gradient_magnitude(s) for d, s in zip(v, src)]))
+             for n, v in (("direct", decoded), ("renderer", rendered))}
+    reports = {n: evaluate(v, targets, fps) for n, v in (("source", src), ("direct", decoded), ("renderer", rendered))}
+    c = {n: {k: float(np.nanmean([x[k] for x in v])) for k in ("boundary", "within", "ratio")} for n, v in cont.items()}
+    doc = {"name": "renderer", "model": codec.name, "model_hash": codec.content_hash, "renderer": a.renderer,
+           "steps": renderer.steps, "sampler": renderer.sampler, "threads": a.threads, "clips": a.clips,
+           "split": a.split, "seconds": a.seconds, "size": list(size),
+           "seconds_per_clip": {k: v / a.clips for k, v in times.items()},
+           "cpu_seconds_per_clip": {k: v / a.clips for k, v in cpu.items()},
+           "sharpness_vs_source": sharp, "continuity": c,
+           "dimensions": {d: {n: reports[n].scores[d] for n in reports} | {"n": reports["direct"].counts[d]}
+                          for d in DIMENSIONS}}
+    print(f"{a.clips} {a.split} clips of {a.seconds:g} s at {size[0]}x{size[1]}; tokenizer {codec.name} "
+          f"({codec.content_hash[:12]}); renderer {renderer.steps} {renderer.sampler} steps, {a.threads} threads")
+    print(f"seconds per clip (wall): direct {doc['seconds_per_clip']['direct']:.2f}, renderer "
+          f"{doc['seconds_per_clip']['renderer']:.2f}; CPU seconds (all threads): direct "
+          f"{doc['cpu_seconds_per_clip']['direct']:.2f}, renderer {doc['cpu_seconds_per_clip']['renderer']:.2f}")
+    print(f"sharpness (mean gradient magnitude / source's): direct {sharp['direct']:.3f}, "
+          f"renderer {sharp['renderer']:.3f}")
+    print("continuity (boundary / within): " + ", ".join(f"{n} {v['ratio']:.2f}" for n, v in c.items()))
+    print("\n| dimension | source | direct | renderer | n |\n|---|---|---|---|---|")
+    fmt = lambda v: "-" if v is None else f"{100 * v:.1f}%"                      # noqa: E731
+    for d in DIMENSIONS:
+        s = doc["dimensions"][d]
+        print(f"| {d} | {fmt(s['source'])} | {fmt(s['direct'])} | {fmt(s['renderer'])} | {s['n']} |")
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(doc, indent=1))
+    print(f"-> {a.out}")
+    return doc
+
+
+if __name__ == "__main__":
+    main()

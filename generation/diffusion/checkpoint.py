@@ -1,0 +1,84 @@
+"""Renderer checkpoints: safetensors weights with the config and a content hash in the metadata.
+
+The metadata holds ``format`` (``generation-renderer-1``), ``config`` (the :class:`RendererConfig`
+JSON), ``content_hash`` (SHA-256 over the config JSON and the tensors, as semcodec's format-2
+checkpoints: :func:`semcodec.checkpoint.content_hash`), ``stage`` (1: backbone only; 2: backbone,
+control branch and semantic upsampler) and ``extra`` (JSON: training step, data, ...).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+
+from semcodec.checkpoint import atomic_save_file, content_hash
+
+from .config import RendererConfig
+from .control import RendererModel
+
+FORMAT = "generation-renderer-1"
+
+
+@dataclass
+class RendererCheckpoint:
+    model: RendererModel             # float32, eval mode
+    config: RendererConfig
+    content_hash: str
+    stage: int
+    extra: dict = field(default_factory=dict)
+
+
+def model_state(model: RendererModel, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu().contiguous()
+        out[k] = v.to(dtype) if (dtype is not None and v.is_floating_point()) else v
+    return out
+
+
+def save_renderer(model: RendererModel, path, extra: dict | None = None, dtype: torch.dtype | None = None) -> str:
+    """Write ``model`` atomically (floating tensors cast to ``dtype`` when given); return the hash."""
+    state = model_state(model, dtype)
+    cfg_json = model.cfg.to_json()
+    digest = content_hash(state, cfg_json)
+    atomic_save_file(state, path, {"format": FORMAT, "config": cfg_json, "content_hash": digest,
+                                   "stage": str(2 if model.has_control else 1),
+                                   "extra": json.dumps(extra or {}, sort_keys=True)})
+    return digest
+
+
+def read_metadata(path) -> dict:
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a renderer checkpoint ({str(e).splitlines()[0] if str(e) else e})") from None
+    if meta.get("format") != FORMAT or "config" not in meta or "content_hash" not in meta:
+        raise ValueError(f"{path}: not a renderer checkpoint (format {meta.get('format')!r})")
+    return meta
+
+
+def load_renderer_checkpoint(path, map_location="cpu", verify: bool = True) -> RendererCheckpoint:
+    """A checkpoint written by :func:`save_renderer`; ValueError (one line) for anything wrong."""
+    meta = read_metadata(path)
+    try:
+        cfg = RendererConfig.from_dict(json.loads(meta["config"]))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{path}: invalid renderer config ({e})") from None
+    try:
+        state = load_file(str(path))
+    except SafetensorError as e:
+        raise ValueError(f"{path}: corrupt safetensors data ({e})") from None
+    if verify and content_hash(state, meta["config"]) != meta["content_hash"]:
+        raise ValueError(f"{path}: weights do not match their content hash (corrupt file)")
+    stage = 2 if any(k.startswith("control.") for k in state) else 1
+    model = RendererModel(cfg, control=stage == 2)
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except RuntimeError as e:
+        raise ValueError(f"{path}: the weights do not fit the config ({str(e).splitlines()[0]})") from None
+    return RendererCheckpoint(model.to(map_location).eval(), cfg, meta["content_hash"], stage,
+                              json.loads(meta.get("extra", "{}")))

@@ -1,0 +1,116 @@
+"""Training the renderer: pairs made by the frozen tokenizer, stage 1 / stage 2, exact resume,
+DDP, checkpoints."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+pytest.importorskip("diffusers")
+
+from test_diffusion import one_torch_thread, tiny_setup  # noqa: E402,F401 (fixture)
+
+from generation.diffusion.checkpoint import load_renderer_checkpoint  # noqa: E402
+from generation.diffusion.data import PairDataset  # noqa: E402
+from generation.diffusion.train import main as train_main  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    return tiny_setup(tmp_path_factory)
+
+
+def _log(run):
+    return [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.path.join(os.getcwd(), "tests")]),
+            "OMP_NUM_THREADS": "1"}
+
+
+def test_pairs_are_the_codecs_groups(setup):
+    from semcodec.codec import Codec
+    ds = PairDataset(setup["pairs"])
+    codec = Codec.load(str(setup["codec"]), "cpu")
+    assert len(ds) == 12 and ds.codec_hash == codec.content_hash and ds.meta["frame_size"] == [32, 48]
+    _, groups = codec.iter_encode(str(setup["clips"] / "clip_000000.mp4"))
+    coded = list(groups)
+    assert [(g.start, g.valid) for g in coded] == [(0, 4), (3, 4), (6, 3)]
+    for k, g in enumerate(coded):
+        it = ds[k]
+        assert torch.equal(it["tokens"], torch.as_tensor(g.tokens)) and it["valid"] == g.valid
+        assert it["frames"].shape == (4, 32, 48, 3) and it["frames"].dtype == torch.uint8
+    assert torch.equal(ds[2]["frames"][2], ds[2]["frames"][3])        # the short group padded with its last frame
+    assert ds[0]["caption"] == json.loads((setup["clips"] / "captions.jsonl").read_text().splitlines()[0])["caption"]
+
+
+def test_stage2_freezes_the_stage1_backbone(setup):
+    s1, s2 = load_renderer_checkpoint(setup["stage1"]), load_renderer_checkpoint(setup["stage2"])
+    assert s1.stage == 1 and s2.stage == 2 and s2.extra["step"] == 4
+    assert s2.config.codec == "tiny" and s2.config.codec_hash == PairDataset(setup["pairs"]).codec_hash
+    a, b = s1.model.backbone.state_dict(), s2.model.backbone.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)                    # frozen: not one bit moved
+    assert any(lin.weight.abs().sum() > 0 for lin in s2.model.control.zero)     # the branch trained
+    assert s2.model.upsampler.zero_conv.weight.abs().sum() > 0
+    assert all(np.isfinite(r["loss"]) for r in _log(setup["root"] / "s2"))
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_resume_is_exact(setup, tmp_path, stage):
+    common = ["--data", str(setup["pairs"]), "--preset", "tiny", "--batch", "2", "--log-every", "1", "--warmup", "2",
+              "--ckpt-every", "2", "--stage", str(stage), "--bf16"]
+    if stage == 2:
+        common += ["--backbone", str(setup["stage1"])]
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    train_main(common + ["--out", str(ref), "--steps", "5"])
+    train_main(common + ["--out", str(run), "--steps", "3"])       # stops: step 3 checkpointed at the end
+    assert json.loads((run / "ckpt" / "state.json").read_text())["step"] == 3
+    train_main(common + ["--out", str(run), "--steps", "5"])
+    assert [r["step"] for r in _log(run)] == [1, 2, 3, 4, 5]
+    assert [r["loss"] for r in _log(run)] == [r["loss"] for r in _log(ref)]
+    a, b = load_file(str(run / "final.safetensors")), load_file(str(ref / "final.safetensors"))
+    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert load_renderer_checkpoint(run / "final.safetensors").content_hash == \
+        load_renderer_checkpoint(ref / "final.safetensors").content_hash
+
+
+def test_checkpoint_is_verified(setup, tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    data = bytearray(setup["stage2"].read_bytes())
+    data[-5] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="do not match their content hash"):
+        load_renderer_checkpoint(bad)
+    with pytest.raises(ValueError, match="not a renderer checkpoint"):
+        load_renderer_checkpoint(setup["codec"])
+
+
+def test_stage2_needs_a_backbone(setup, tmp_path):
+    with pytest.raises(SystemExit, match="--stage 2 needs --backbone"):
+        train_main(["--data", str(setup["pairs"]), "--out", str(tmp_path / "x"), "--stage", "2", "--steps", "1"])
+
+
+@pytest.mark.slow         # two processes importing torch and diffusers: minutes on a busy 2-core machine
+def test_ddp_two_processes(setup, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29561",
+           "-m", "generation.diffusion.train", "--data", str(setup["pairs"]), "--out", str(out), "--stage", "2",
+           "--backbone", str(setup["stage1"]), "--steps", "2", "--batch", "1", "--log-every", "1", "--threads", "1"]
+    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads((out / "replicas.json").read_text())
+    assert rep["world"] == 2 and rep["hashes"][0] == rep["hashes"][1]
+    assert load_renderer_checkpoint(out / "final.safetensors").stage == 2
+
+
+def test_pairs_at_another_scale_are_refused(setup, tmp_path):
+    with pytest.raises(SystemExit, match=r"holds frames at 1 x the coded size, the world preset draws at 2 x: "
+                                         r"rebuild the pairs with --scale 2"):
+        train_main(["--data", str(setup["pairs"]), "--out", str(tmp_path / "x"), "--preset", "world", "--steps", "1"])
