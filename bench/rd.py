@@ -216,13 +216,17 @@ def semcodec_points(codec, clip: str, src: np.ndarray, fps: float, tmp: Path, mo
         if mode == "prior" and codec.prior is None:
             log(f"  semcodec-{label}: model ships no token prior, no 'prior' point")
             continue
+        if mode == "context" and codec.context_model is None:
+            log(f"  semcodec-{label}: model ships no context model, no 'context' point")
+            continue
         path = tmp / f"semcodec-{label}-{sem_fps:g}-{mode}.bin"
         t1 = time.perf_counter()
-        with StreamWriter(path, dataclasses.replace(header, entropy_mode=mode), prior_counts=codec.prior) as w:
+        h = dataclasses.replace(header, entropy_mode=mode, entropy_params=codec.entropy_params(header, mode))
+        with StreamWriter(path, h, prior_counts=codec.prior, context=codec.context_model) as w:
             for r in records:
                 w.write_group(r)
         streams[mode] = (path, time.perf_counter() - t1)
-        with StreamReader(path, prior_counts=codec.prior) as rd:   # lossless: same ids back
+        with StreamReader(path, prior_counts=codec.prior, context=codec.context_model) as rd:   # lossless
             if any(rd.read_group(r.index) != r for r in records):
                 raise AssertionError(f"{path.name}: entropy coding did not give back the same token ids")
     if not streams:

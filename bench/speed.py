@@ -190,7 +190,7 @@ def throughput(model: str | None, clip: str, device: str, tmp: Path) -> dict:
     del codec.decode_group
 
     t0 = time.perf_counter()
-    with StreamReader(tok, prior_counts=codec.prior) as r:
+    with StreamReader(tok, prior_counts=codec.prior, context=codec.context_model) as r:
         frames = codec.iter_decode(r)
         next(frames)
         first_frame_s = time.perf_counter() - t0

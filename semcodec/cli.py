@@ -79,8 +79,8 @@ BACKBONE_HELP = ("local folder of the pretrained backbone, for models whose feat
 @click.option("-o", "--output", "dst", required=True, help="token stream to write (tokens.bin)")
 @click.option("--model", default=None, help="shipped model name (s128, or an operating point: s128-2fps, "
               "s128-8fps), checkpoint file or model folder [default: s128]")
-@click.option("--entropy", type=click.Choice(["adaptive", "prior", "fixed"]), default="adaptive", show_default=True,
-              help="entropy coding of token ids")
+@click.option("--entropy", type=click.Choice(["context", "adaptive", "prior", "fixed"]), default=None,
+              help="entropy coding of token ids [default: context when the model ships a context model, else adaptive]")
 @click.option("--fps", type=float, default=None,
               help="semantic frames per second, the rate control: tokens/s scale with it [default: the model's]")
 @click.option("--device", default=None, help="torch device [default: cuda if available, else cpu]")
@@ -131,10 +131,14 @@ def decode(src, dst, start, end, model, device, backbone, renderer, steps, seed)
 @cli.command(epilog=EXAMPLES)
 @click.argument("src", type=click.Path(dir_okay=True))
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-def info(src, as_json):
+@click.option("--verify", is_flag=True, help="entropy-decode every group and check its CRC and the layout "
+              "(no network needed; the prior and context modes read the model's prior / context model)")
+@click.option("--model", default=None, help="with --verify: the model whose prior / context model the stream "
+              "uses [default: the shipped one it names]")
+def info(src, as_json, verify, model):
     """Describe a token stream: model, duration, groups, tokens, rates."""
-    from .stream import stream_stats
-    s = stream_stats(src)
+    from .stream import stream_stats, verify_stream
+    s = verify_stream(src, model) if verify else stream_stats(src)
     if as_json:
         click.echo(json.dumps(s, indent=2))
         return
@@ -146,7 +150,10 @@ def info(src, as_json):
                f"{s['iframe_tokens']} I + {s['pframe_tokens']} P tokens\n"
                f"  tokens    {s['tokens']} ({s['tokens_per_s']:.1f} tokens/s)\n"
                f"  entropy   {s['entropy']}: {s['bits_per_token']:.3f} bits/token, {s['kbit_per_s']:.2f} kbit/s, "
-               f"{s['bytes']} bytes")
+               f"{s['bytes']} bytes ({s['overhead_bytes']} of container, format {s['format']})")
+    if verify:
+        click.echo(f"  verified  {s['groups']} groups entropy-decoded ({s['tokens_decoded']} tokens), every CRC "
+                   f"and the layout check; entropy model: {s['entropy_model']}")
 
 
 @cli.command()

@@ -19,6 +19,7 @@ memory does not grow with the length of the video.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +36,10 @@ from .limits import MAX_OUTPUT_PIXELS_PER_BYTE, MAX_SEMANTIC_FPS, MIN_SEMANTIC_F
 from .stream import TokenStream, stream_stats  # noqa: F401  (stream_stats: where it used to live)
 from .video import (Geometry, VideoInfo, VideoWriter, from_model, iter_semantic_frames, probe, semantic_frame_count,
                     semantic_source_index, to_model)
-from .zoo import load_model, operating_point, shipped_models
+from .zoo import load_model, model_file, operating_point, shipped_models
 
 DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
-ENTROPY = ("adaptive", "prior", "fixed")
+ENTROPY = ("context", "adaptive", "prior", "fixed")
 
 # progress callbacks are called as progress(groups done, groups in all)
 Progress = Callable[[int, int], None]
@@ -84,6 +85,8 @@ class Codec:
         self.model = ckpt.model.to(self.device).eval()
         self.default_fps: float | None = None      # a named operating point's semantic rate
         self.renderer = None        # a plugin that replaces the decoder (semcodec.renderers), or None
+        self.weights_path: Path | None = None      # where the weights came from (finds the context model)
+        self._context = None
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path | None = None, device: str | None = None,
@@ -96,6 +99,7 @@ class Codec:
         model, fps = operating_point(name_or_path)
         codec = cls(load_model(model, device, backbone=backbone), device)
         codec.default_fps = fps
+        codec.weights_path = model_file(model)
         return codec
 
     @classmethod
@@ -137,6 +141,20 @@ class Codec:
         c = self.ckpt.token_counts
         return c if c is not None and c.sum() > 0 else None
 
+    @property
+    def context_model(self):
+        """The ``context`` entropy model shipped beside the weights (``NAME.context.safetensors``,
+        trained for these weights), or None."""
+        if self._context is None and self.weights_path is not None:
+            from .bitstream.context import find_context_model
+            self._context = find_context_model(self.weights_path, self.content_hash) or False
+        return self._context or None
+
+    @property
+    def default_entropy(self) -> str:
+        """``context`` when the model ships a context model, else ``adaptive``."""
+        return "context" if self.context_model is not None else "adaptive"
+
     def __repr__(self) -> str:
         return f"Codec({self.identity}, preset {self.config.name!r}, {self.device})"
 
@@ -168,23 +186,39 @@ class Codec:
         return float(fps)
 
     # ------------------------------------------------------------------ encoding
-    def _header(self, info: VideoInfo, sem_fps: float, entropy: str) -> StreamHeader:
-        """The header of a stream of ``info``'s video; its entropy parameters are completed by
-        the writer (``StreamWriter.header``, ``TokenStream.header``)."""
+    def _header(self, info: VideoInfo, sem_fps: float, entropy: str | None) -> StreamHeader:
+        """The header of a stream of ``info``'s video (``entropy`` None: ``default_entropy``); its
+        entropy parameters are completed by the writer (``StreamWriter.header``,
+        ``TokenStream.header``)."""
+        entropy = entropy or self.default_entropy
         if entropy not in ENTROPY:
             raise CodecError(f"entropy must be one of {', '.join(ENTROPY)}, got {entropy!r}")
         if entropy == "prior" and self.prior is None:
             raise CodecError(f"model '{self.name}' ships no token prior: use --entropy adaptive or fixed")
+        if entropy == "context" and self.context_model is None:
+            raise CodecError(f"model '{self.name}' ships no context model: use --entropy adaptive or fixed")
         c = self.config
         geo = self.geometry(info.height, info.width)
         n_sem = semantic_frame_count(info.frames, info.fps, sem_fps)
-        return StreamHeader(
+        header = StreamHeader(
             model_name=self.name, model_hash=self.content_hash, src_fps=info.fps, src_width=info.width,
             src_height=info.height, src_frames=info.frames, semantic_fps=sem_fps, semantic_frames=n_sem,
             scaled_height=geo.scaled[0], scaled_width=geo.scaled[1], padded_height=geo.padded[0],
             padded_width=geo.padded[1], group=c.group, overlap=c.overlap, iframe_tokens=c.iframe_tokens,
             pframe_tokens=c.pframe_tokens, codebook_size=c.codebook_size,
             n_groups=len(GopPlan(n_sem, c.group, c.overlap)), entropy_mode=entropy, entropy_params={})
+        return dataclasses.replace(header, entropy_params=self.entropy_params(header, entropy))
+
+    def entropy_params(self, header: StreamHeader, entropy: str) -> dict:
+        """Entropy parameters the writer cannot know: the context mode's token lattices are this
+        model's (``model.masks.lattice_shape`` of the padded grid)."""
+        if entropy != "context":
+            return {}
+        from .model.masks import lattice_shape
+        grid = (header.padded_height // self.config.patch, header.padded_width // self.config.patch)
+        c = self.config
+        return {"iframe_rows": lattice_shape(c.iframe_tokens, grid)[0],
+                "pframe_rows": lattice_shape(c.pframe_tokens, grid)[0] if c.pframe_tokens else 0}
 
     def _coded_groups(self, header: StreamHeader, frames: Iterator[np.ndarray]) -> Iterator[GroupRecord]:
         """Semantic frames (``H x W x 3`` uint8, in order) -> one coded group at a time."""
@@ -202,7 +236,7 @@ class Codec:
                 del buf[k]
 
     def iter_encode(self, src, info: VideoInfo | None = None, fps: float | None = None,
-                    entropy: str = "adaptive") -> tuple[StreamHeader, Iterator[GroupRecord]]:
+                    entropy: str | None = None) -> tuple[StreamHeader, Iterator[GroupRecord]]:
         """The stream header and a lazy iterator over the coded groups of video ``src`` (a path or
         a seekable binary file object) at semantic frame rate ``fps`` (default: the model's)."""
         info = info or probe(src)
@@ -210,7 +244,7 @@ class Codec:
         return header, self._coded_groups(header, iter_semantic_frames(src, info, header.semantic_fps))
 
     def encode(self, frames, fps: float, semantic_fps: float | None = None,
-               entropy: str = "adaptive") -> TokenStream:
+               entropy: str | None = None) -> TokenStream:
         """Frames held in memory -> a :class:`~semcodec.stream.TokenStream`.
 
         ``frames``: ``T x H x W x 3`` uint8 RGB (a numpy array, a torch tensor, or a sequence of
@@ -229,9 +263,10 @@ class Codec:
         header = self._header(info, self.semantic_fps(semantic_fps), entropy)
         picks = (frames[semantic_source_index(j, info.fps, header.semantic_fps, T)]
                  for j in range(header.semantic_frames))
-        return TokenStream(header, list(self._coded_groups(header, picks)), prior=self.prior)
+        return TokenStream(header, list(self._coded_groups(header, picks)), prior=self.prior,
+                           context=self.context_model)
 
-    def encode_file(self, src, dst, entropy: str = "adaptive", progress: Progress | None = None,
+    def encode_file(self, src, dst, entropy: str | None = None, progress: Progress | None = None,
                     fps: float | None = None) -> StreamHeader:
         """Encode video ``src`` (a path or a seekable binary file object) to the token stream ``dst``
         (a path, written atomically, or a binary file object) at semantic rate ``fps``; returns
@@ -239,10 +274,11 @@ class Codec:
         check_target(dst, src)
         header, groups = self.iter_encode(src, fps=fps, entropy=entropy)
         if not isinstance(dst, (str, Path)):
-            stream = TokenStream(header, list(_with_progress(groups, header.n_groups, progress)), prior=self.prior)
+            stream = TokenStream(header, list(_with_progress(groups, header.n_groups, progress)), prior=self.prior,
+                                 context=self.context_model)
             stream.save(dst)
             return stream.header
-        with StreamWriter(dst, header, prior_counts=self.prior) as w:
+        with StreamWriter(dst, header, prior_counts=self.prior, context=self.context_model) as w:
             for rec in _with_progress(groups, header.n_groups, progress):
                 w.write_group(rec)
         return w.header
@@ -252,7 +288,7 @@ class Codec:
         """The stream was made by this model, and its header is one this model's encoder writes:
         anything else is refused before any work (a forged header cannot ask for more)."""
         h, c = header, self.config
-        if h.model_hash != self.content_hash:
+        if self.content_hash[:len(h.model_hash)] != h.model_hash:       # format 2 keeps 32 hex digits
             raise CodecError(f"the stream was made by model '{h.model_name}' ({h.model_hash[:12]}), "
                              f"not by the loaded model '{self.name}' ({self.content_hash[:12]})")
         bad = "the stream's header does not fit model '{}': {} (a forged or damaged file)".format
@@ -309,15 +345,15 @@ class Codec:
         """A token stream (a path, a binary file object or bytes), its groups decoded with this
         model's token prior."""
         if isinstance(src, TokenStream):
-            return src.with_prior(self.prior)
+            return src.with_prior(self.prior, self.context_model)
         if isinstance(src, (bytes, bytearray, memoryview)):
-            return TokenStream.from_bytes(src, self.prior)
-        return TokenStream.load(src, self.prior)
+            return TokenStream.from_bytes(src, self.prior, context=self.context_model)
+        return TokenStream.load(src, self.prior, context=self.context_model)
 
     def _reader(self, src):
         """``(reader, owned)``: something with ``header``, ``size`` and ``read_group`` for ``src``."""
         if isinstance(src, (str, Path)):
-            return StreamReader(src, prior_counts=self.prior), True
+            return StreamReader(src, prior_counts=self.prior, context=self.context_model), True
         if isinstance(src, StreamReader):
             return src, False
         return self.read_stream(src), False

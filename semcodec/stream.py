@@ -8,8 +8,9 @@ are exactly a ``tokens.bin`` file (``docs/bitstream.md``): ``to_bytes`` / ``from
 ``semcodec encode`` / ``decode``, so an in-memory stream and a file are interchangeable.
 
 Streams entropy-coded with the model's token prior (modes ``prior`` and ``adaptive`` when the
-model ships one) need that prior to turn bytes back into tokens: ``from_bytes(data, prior=...)``,
-or let the codec supply it (``codec.decode(stream)``, ``codec.read_stream(data)``).
+model ships one) or its context model (mode ``context``) need it to turn bytes back into tokens:
+``from_bytes(data, prior=..., context=...)``, or let the codec supply them (``codec.decode(stream)``,
+``codec.read_stream(data)``).
 
 This module does not import torch: ``semcodec info`` starts fast.
 """
@@ -33,13 +34,15 @@ class TokenStream:
     semantic frames, ``tokens``).
 
     ``tokens[g]`` is group g's ids, ``int64`` in ``[0, codebook_size)``, length
-    ``iframe_tokens + (valid - 1) * pframe_tokens``. ``prior`` is the model's token frequencies,
-    needed to write or read streams coded with it (kept from the codec that made the stream).
+    ``iframe_tokens + (valid - 1) * pframe_tokens``. ``prior`` is the model's token frequencies and
+    ``context`` its context model (``bitstream.context.ContextModel``), needed to write or read
+    streams coded with them (kept from the codec that made the stream).
     """
 
     def __init__(self, header: StreamHeader, groups: list[GroupRecord] | None, prior: np.ndarray | None = None,
-                 data: bytes | None = None):
+                 data: bytes | None = None, context=None):
         self._header, self._groups, self._prior, self._data = header, groups, prior, data
+        self._context = context
         if groups is not None and len(groups) != header.n_groups:
             raise ValueError(f"the header declares {header.n_groups} groups, {len(groups)} were given")
 
@@ -54,10 +57,12 @@ class TokenStream:
     @property
     def groups(self) -> list[GroupRecord]:
         if self._groups is None:
+            what, kw = (("context model", "context=codec.context_model") if self._header.entropy_mode == "context"
+                        else ("token prior", "prior=codec.prior"))
             raise BitstreamError(
-                f"the token stream is entropy-coded with the token prior of model '{self._header.model_name}' "
+                f"the token stream is entropy-coded with the {what} of model '{self._header.model_name}' "
                 f"({self._header.model_hash[:12]}): read it with that codec (codec.read_stream, codec.decode) "
-                f"or give prior=codec.prior")
+                f"or give {kw}")
         return self._groups
 
     @property
@@ -102,7 +107,7 @@ class TokenStream:
         if self._data is None:
             with tempfile.TemporaryDirectory(prefix="semcodec-") as d:
                 path = Path(d) / "tokens.bin"
-                with StreamWriter(path, self._header, prior_counts=self._prior) as w:
+                with StreamWriter(path, self._header, prior_counts=self._prior, context=self._context) as w:
                     for rec in self.groups:
                         w.write_group(rec)
                 self._data = path.read_bytes()
@@ -110,35 +115,39 @@ class TokenStream:
         return self._data
 
     @classmethod
-    def from_bytes(cls, data: bytes, prior: np.ndarray | None = None, name: str = "the token stream") -> "TokenStream":
+    def from_bytes(cls, data: bytes, prior: np.ndarray | None = None, name: str = "the token stream",
+                   context=None) -> "TokenStream":
         """A stream from ``tokens.bin`` bytes, checked whole (``BitstreamError`` naming ``name``
-        and what is wrong). Without ``prior``, a stream coded with a model's prior keeps its
-        groups coded until a codec decodes it."""
+        and what is wrong). Without ``prior`` (``context``), a stream coded with a model's prior
+        (context model) keeps its groups coded until a codec decodes it."""
         data = bytes(data)
         with tempfile.TemporaryDirectory(prefix="semcodec-") as d:
             path = Path(d) / "tokens.bin"
             path.write_bytes(data)
             try:
-                return cls._read(path, prior, data)
+                return cls._read(path, prior, data, context)
             except BitstreamError as e:
                 raise BitstreamError(str(e).replace(str(path), name)) from None
 
     @classmethod
-    def load(cls, src, prior: np.ndarray | None = None) -> "TokenStream":
+    def load(cls, src, prior: np.ndarray | None = None, context=None) -> "TokenStream":
         """A stream from a path or a binary file object (read whole: streams are small, ~1 KB/s)."""
         if _is_file(src):
-            return cls.from_bytes(src.read(), prior, name=str(getattr(src, "name", "the token stream")))
-        return cls._read(src, prior, None)
+            return cls.from_bytes(src.read(), prior, name=str(getattr(src, "name", "the token stream")),
+                                  context=context)
+        return cls._read(src, prior, None, context)
 
     @classmethod
-    def _read(cls, path, prior, data: bytes | None) -> "TokenStream":
-        with StreamReader(path, prior_counts=prior) as r:
+    def _read(cls, path, prior, data: bytes | None, context=None) -> "TokenStream":
+        with StreamReader(path, prior_counts=prior, context=context) as r:
             h = r.header
-            # a stream coded with a model's prior names the prior's hash (docs/bitstream.md)
-            groups = None if prior is None and "prior_sha256" in h.entropy_params else list(r)
+            # a stream coded with a model's prior or context model names its hash (docs/bitstream.md)
+            missing = (prior is None and "prior_sha256" in h.entropy_params) or \
+                (context is None and h.entropy_mode == "context")
+            groups = None if missing else list(r)
             if data is None:
                 data = Path(path).read_bytes()
-        return cls(h, groups, prior, data)
+        return cls(h, groups, prior, data, context)
 
     def save(self, dst) -> None:
         """Write the stream to a path (atomically) or to a binary file object."""
@@ -150,28 +159,80 @@ class TokenStream:
         with atomic_write(dst) as f:
             f.write(data)
 
-    def with_prior(self, prior: np.ndarray | None) -> "TokenStream":
-        """The same stream with its groups decoded using the model's token ``prior``."""
+    def with_prior(self, prior: np.ndarray | None, context=None) -> "TokenStream":
+        """The same stream with its groups decoded using the model's token ``prior`` (and its
+        ``context`` model)."""
         if self._groups is not None:
             return self
-        return TokenStream.from_bytes(self.to_bytes(), prior)
+        return TokenStream.from_bytes(self.to_bytes(), prior, context=context)
 
 
 def stream_stats(path) -> dict:
     """What ``semcodec info`` reports: model, duration, groups, tokens, rates (no model needed)."""
+    from .bitstream import read_version
     h = read_header(path)
     with StreamReader(path) as r:
         payload = sum(r.group_sizes())
+        escaped = sum(r.group_escapes())
     tokens = h.total_tokens
     size = Path(path).stat().st_size
     duration = h.src_frames / h.src_fps
     return {
-        "file": str(path), "model": h.model_name, "model_hash": h.model_hash,
+        "file": str(path), "format": "{}.{}".format(*read_version(path)), "model": h.model_name,
+        "model_hash": h.model_hash,
         "source": {"width": h.src_width, "height": h.src_height, "fps": h.src_fps, "frames": h.src_frames},
         "duration_s": duration, "semantic_fps": h.semantic_fps, "semantic_frames": h.semantic_frames,
         "groups": h.n_groups, "group": h.group, "overlap": h.overlap,
         "iframe_tokens": h.iframe_tokens, "pframe_tokens": h.pframe_tokens, "codebook_size": h.codebook_size,
         "tokens": tokens, "tokens_per_s": tokens / duration,
-        "entropy": h.entropy_mode, "bytes": size, "payload_bytes": payload,
+        "entropy": h.entropy_mode, "bytes": size, "payload_bytes": payload, "overhead_bytes": size - payload,
+        "escaped_groups": escaped,
         "bits_per_token": 8 * payload / tokens, "kbit_per_s": 8 * size / duration / 1000,
     }
+
+
+def verify_stream(path, model: str | None = None) -> dict:
+    """``semcodec info --verify``: entropy-decode every group, checking its CRC and the layout,
+    without the codec's network. The fixed and uniform adaptive modes need nothing; the prior
+    modes read the token prior from the model's file, the context mode its context model
+    (``model``: a shipped name or a weights path; default: the shipped model the stream names).
+    Returns ``stream_stats`` plus what was checked; raises BitstreamError / ModelError."""
+    from .bitstream.entropy import needs_prior
+    from .errors import ModelError
+    h = read_header(path)
+    prior, context, using = None, None, "none"
+    needs_context = h.entropy_mode == "context"
+    if needs_prior(h.entropy_mode, h.entropy_params) or needs_context:
+        from .zoo import model_file, shipped_models
+        if model is None and h.model_name not in shipped_models():
+            raise ModelError(f"the stream is entropy-coded with the {'context model' if needs_context else 'token prior'} "
+                             f"of model '{h.model_name}', which semcodec does not ship: give the model with --model")
+        weights = model_file(model or h.model_name)
+        if weights is None or not weights.is_file():
+            raise ModelError(f"no such model file: {model}")
+        if needs_context:
+            from .bitstream.context import ContextModel, context_path
+            cpath = context_path(weights)
+            if not cpath.is_file():
+                raise ModelError(f"model {weights.name} has no context model beside it ({cpath.name})")
+            try:
+                context = ContextModel.load(cpath)
+            except ValueError as e:
+                raise ModelError(f"cannot load context model {cpath}: {e}") from None
+            using = f"context model {cpath.name} ({context.hash[:12]})"
+        else:
+            from safetensors import SafetensorError, safe_open
+            from .checkpoint import PRIOR_KEY
+            try:
+                with safe_open(str(weights), framework="numpy") as f:
+                    prior = f.get_tensor(PRIOR_KEY) if PRIOR_KEY in f.keys() else None
+            except (SafetensorError, OSError) as e:
+                raise ModelError(f"cannot read the token prior of {weights}: {e}") from None
+            if prior is None:
+                raise ModelError(f"model file {weights} holds no token prior")
+            using = f"token prior of {weights.name}"
+    tokens = 0
+    with StreamReader(path, prior_counts=prior, context=context) as r:
+        for rec in r:
+            tokens += len(rec.tokens)
+    return {**stream_stats(path), "verified": True, "tokens_decoded": tokens, "entropy_model": using}

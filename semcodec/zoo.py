@@ -24,14 +24,30 @@ def operating_point(model: str | Path | None) -> tuple[str | Path | None, float 
 
 
 def shipped_models() -> list[str]:
-    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))
+    # NAME.context.safetensors beside NAME.safetensors is NAME's entropy model, not a model
+    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors") if "." not in p.stem)
+
+
+def model_file(model: str | Path | None) -> Path | None:
+    """The weights file ``load_model(model)`` reads (None for a name it does not know, or a
+    folder without one)."""
+    model = str(model or DEFAULT_MODEL)
+    path = Path(model)
+    if path.is_dir():
+        try:
+            return checkpoint_in(path)
+        except ModelError:
+            return None
+    if path.suffix == ".safetensors" or path.exists():
+        return path
+    return WEIGHTS_DIR / f"{model}.safetensors" if model in shipped_models() else None
 
 
 def checkpoint_in(folder: Path) -> Path:
     """The checkpoint a model folder holds: ``model.safetensors``, or its only ``*.safetensors``."""
     if (folder / "model.safetensors").is_file():
         return folder / "model.safetensors"
-    files = sorted(folder.glob("*.safetensors"))
+    files = sorted(p for p in folder.glob("*.safetensors") if not p.name.endswith(".context.safetensors"))
     if len(files) != 1:
         raise ModelError(f"no model in {folder}: a model folder holds model.safetensors "
                          f"({'no' if not files else len(files)} other .safetensors files found)")

@@ -1,6 +1,7 @@
-"""tokens.bin: container, entropy coding, error messages, fuzzing, and an independent
-pure-Python decoder written from docs/bitstream.md (checks the spec matches the implementation
-byte for byte)."""
+"""tokens.bin: container (format 2, and format 1 as still read), entropy coding, error messages,
+fuzzing, golden streams, and an independent pure-Python decoder written from docs/bitstream.md
+(checks the spec matches the implementation byte for byte). The context mode's model is tested
+in test_context.py."""
 from __future__ import annotations
 
 import bisect
@@ -18,10 +19,13 @@ from hypothesis import strategies as st
 
 from semcodec.bitstream import (ENTROPY_MODES, BitstreamError, GroupRecord, StreamHeader, StreamReader,
                                 StreamWriter, count_groups, prior_digest, quantize_counts, quantize_prior,
-                                read_header)
+                                read_header, read_version)
+from semcodec.bitstream.context_train import random_model
 from semcodec.gop import plan_groups
 
 MODEL_HASH = "0123456789abcdef" * 4
+MODES = ("fixed", "prior", "adaptive")        # the modes format 1 has
+STREAMS = os.path.join(os.path.dirname(__file__), "data", "streams")
 
 
 # --------------------------------------------------------------------------------------------
@@ -48,6 +52,22 @@ def prior_for(k: int, seed: int = 7) -> np.ndarray:
     return np.bincount(np.random.default_rng(seed + 1).choice(k, 200_000, p=zipf_probs(k, seed)), minlength=k)
 
 
+_CONTEXTS: dict = {}
+
+
+def context_for(k: int, seed: int = 7):
+    """A random context model for codebook ``k`` whose logits are about the Zipf prior of
+    ``zipf_probs(k, seed)``: it codes skewed tokens in fewer bits than fixed-width."""
+    if (k, seed) not in _CONTEXTS:
+        _CONTEXTS[k, seed] = random_model(k, 4, MODEL_HASH, log_prior=np.log(zipf_probs(k, seed)), seed=seed)
+    return _CONTEXTS[k, seed]
+
+
+def models_for(mode: str, k: int) -> dict:
+    """The entropy models a writer / reader of ``mode`` needs (as keyword arguments)."""
+    return {"context": context_for(k) if mode == "context" else None}
+
+
 def make_groups(h: StreamHeader, kind: str = "random", seed: int = 0) -> list[GroupRecord]:
     rng = np.random.default_rng(seed)
     out = []
@@ -61,8 +81,8 @@ def make_groups(h: StreamHeader, kind: str = "random", seed: int = 0) -> list[Gr
     return out
 
 
-def write(path, h, groups, prior=None) -> StreamWriter:
-    with StreamWriter(path, h, prior) as w:
+def write(path, h, groups, prior=None, version=2, context=None) -> StreamWriter:
+    with StreamWriter(path, h, prior, context=context, version=version) as w:
         for rec in groups:
             w.write_group(rec)
     return w
@@ -154,8 +174,9 @@ def ref_ans_encode(tokens: list[int], models: RefModels) -> bytes:
     return b"".join(w.to_bytes(4, "little") for w in words)
 
 
-def ref_read(path, prior_counts=None):
-    """Decode a whole file following the spec; returns (header dict, [(index, start, valid, tokens, payload)])."""
+def ref_read_v1(path, prior_counts=None):
+    """Decode a whole format-1 file following the spec; returns (header dict, [(index, start,
+    valid, tokens, payload)])."""
     data = open(path, "rb").read()
     assert data[:8] == b"SEMCTOKS"
     major, minor, length = struct.unpack_from("<HHI", data, 8)
@@ -187,25 +208,131 @@ def ref_read(path, prior_counts=None):
     return h, groups
 
 
+def ref_varint(data: bytes, pos: int) -> tuple[int, int]:
+    v = shift = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        v |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return v, pos
+
+
+def ref_number(data: bytes, pos: int) -> tuple[float, int]:
+    v, pos = ref_varint(data, pos)
+    if v % 2 == 0:
+        return float(v // 2), pos
+    if v == 1:
+        return struct.unpack_from("<d", data, pos)[0], pos + 8
+    num, pos = ref_varint(data, pos)
+    return num / (v // 2), pos
+
+
+def ref_header_v2(body: bytes) -> dict:
+    """The header body, field by field, as docs/bitstream.md section 3 lists it."""
+    h = {"model_hash": body[:16].hex(), "entropy_mode": ["fixed", "prior", "adaptive", "context"][body[16]]}
+    ehash, pos = body[17:33].hex(), 33
+    n, pos = ref_varint(body, pos)
+    h["model_name"], pos = body[pos:pos + n].decode(), pos + n
+    h["src_fps"], pos = ref_number(body, pos)
+    for k in ("src_width", "src_height", "src_frames"):
+        h[k], pos = ref_varint(body, pos)
+    h["semantic_fps"], pos = ref_number(body, pos)
+    for k in ("semantic_frames", "scaled_height", "scaled_width", "pad_h", "pad_w", "group", "overlap",
+              "iframe_tokens", "pframe_tokens", "codebook_size"):
+        h[k], pos = ref_varint(body, pos)
+    h["padded_height"] = h["scaled_height"] + h.pop("pad_h")
+    h["padded_width"] = h["scaled_width"] + h.pop("pad_w")
+    f, g, o = h["semantic_frames"], h["group"], h["overlap"]
+    h["n_groups"] = 1 if f <= g else 1 + -(-(f - g) // (g - o))
+    p = {"bits": (h["codebook_size"] - 1).bit_length()} if h["entropy_mode"] == "fixed" else \
+        {"coder": "rans32", "precision": 24}
+    if h["entropy_mode"] == "prior":
+        p["prior_sha256"] = ehash
+    elif h["entropy_mode"] == "adaptive":
+        p["init"], pos = ["uniform", "prior"][body[pos]], pos + 1
+        p["block"], pos = ref_varint(body, pos)
+        p["increment"], pos = ref_varint(body, pos)
+        if p["init"] == "prior":
+            p["prior_sha256"] = ehash
+    elif h["entropy_mode"] == "context":
+        for k in ("link", "iframe_rows", "pframe_rows"):
+            p[k], pos = ref_varint(body, pos)
+        p["context_sha256"] = ehash
+    assert pos == len(body)
+    h["entropy_params"] = p
+    return h
+
+
+def ref_read_v2(path, prior_counts=None, models_for_group=None):
+    """Decode a whole format-2 file following the spec; returns (header dict, [(index, start,
+    valid, tokens, payload, escaped)]). ``models_for_group(h, i, valid, previous tokens)`` gives
+    the context mode's ``RefModels``-like sequence of a group."""
+    data = open(path, "rb").read()
+    assert data[:8] == b"SEMCTOKS"
+    major, minor, length = struct.unpack_from("<HHI", data, 8)
+    assert major == 2
+    assert zlib.crc32(data[:16 + length]) == struct.unpack_from("<I", data, 16 + length)[0]
+    h = ref_header_v2(data[16:16 + length])
+    isize, icrc = struct.unpack_from("<II", data, len(data) - 8)
+    index = data[len(data) - 8 - isize:len(data) - 8]
+    assert zlib.crc32(index + data[-8:-4]) == icrc
+    pos, ipos, groups, prev = 16 + length + 4, 0, [], None
+    stride = h["group"] - h["overlap"]
+    for i in range(h["n_groups"]):
+        e0 = ipos
+        v, ipos = ref_varint(index, ipos)
+        entry, (crc,) = index[e0:ipos], struct.unpack_from("<I", index, ipos)
+        ipos += 4
+        plen, escaped = v // 2, v % 2
+        payload = data[pos:pos + plen]
+        pos += plen
+        start = i * stride
+        valid = min(h["group"], h["semantic_frames"] - start)
+        ntok = h["iframe_tokens"] + (valid - 1) * h["pframe_tokens"]
+        if h["entropy_mode"] == "fixed" or escaped:
+            bits = (h["codebook_size"] - 1).bit_length()
+            val = int.from_bytes(payload, "little")
+            tokens = [(val >> (j * bits)) & ((1 << bits) - 1) for j in range(ntok)]
+        elif h["entropy_mode"] == "context":
+            tokens = ref_ans_decode(payload, ntok, models_for_group(h, i, valid, prev))
+        else:
+            tokens = ref_ans_decode(payload, ntok, RefModels(h, prior_counts))
+        assert zlib.crc32(entry + payload + b"".join(t.to_bytes(2, "little") for t in tokens)) == crc
+        groups.append((i, start, valid, tokens, payload, bool(escaped)))
+        prev = tokens
+    assert pos == len(data) - 8 - isize and ipos == isize
+    return h, groups
+
+
 # --------------------------------------------------------------------------------------------
 # round trips
 # --------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("version", [2, 1])
 @pytest.mark.parametrize("mode", ENTROPY_MODES)
 @pytest.mark.parametrize("kind", ["random", "skewed"])
-def test_round_trip_short_last_group(tmp_path, mode, kind):
+def test_round_trip_short_last_group(tmp_path, mode, kind, version):
+    if version == 1 and mode == "context":
+        pytest.skip("format 1 has no context mode")
     h = make_header(mode, frames=30)            # groups start 0, 6, 12, 18, 24: last has 6 frames
     groups = make_groups(h, kind)
     assert groups[-1].valid < h.group
     prior = prior_for(h.codebook_size)
-    w = write(tmp_path / "t.bin", h, groups, prior)
-    with StreamReader(tmp_path / "t.bin", prior) as r:
-        assert r.header == w.header and len(r) == h.n_groups == 5
+    w = write(tmp_path / "t.bin", h, groups, prior, version, **models_for(mode, 2048))
+    with StreamReader(tmp_path / "t.bin", prior, **models_for(mode, 2048)) as r:
+        assert r.header == w.header and len(r) == h.n_groups == 5 and r.version == version
         got = list(r)
     assert got == groups
     assert all(g.tokens.dtype == np.int64 for g in got)
     assert sum(r.group_sizes()) == w.payload_bytes
     assert read_header(tmp_path / "t.bin") == w.header
+    assert read_version(tmp_path / "t.bin") == (version, 0)
+    # format 2 packs a group fixed-width where the mode would not be smaller (random tokens)
+    if version == 2 and mode != "fixed":
+        assert w.escaped == (5 if kind == "random" else 0) == sum(r.group_escapes())
+        assert 8 * w.payload_bytes <= 11 * h.total_tokens + 5 * 8
 
 
 @pytest.mark.parametrize("mode", ENTROPY_MODES)
@@ -214,8 +341,8 @@ def test_single_group_stream(tmp_path, mode):
     assert h.n_groups == 1
     groups = make_groups(h, "skewed")
     prior = prior_for(256)
-    write(tmp_path / "one.bin", h, groups, prior)
-    with StreamReader(tmp_path / "one.bin", prior) as r:
+    write(tmp_path / "one.bin", h, groups, prior, **models_for(mode, 256))
+    with StreamReader(tmp_path / "one.bin", prior, **models_for(mode, 256)) as r:
         assert list(r) == groups and r.read_group(0).valid == 5
 
 
@@ -235,8 +362,9 @@ def test_codebook_sizes(tmp_path, k):
     for mode in ENTROPY_MODES:
         hm = make_header(mode, frames=9, group=4, overlap=1, iframe=17, pframe=5, k=k)
         prior = prior_for(k) if k <= 2048 else np.arange(k) % 7
-        write(tmp_path / f"{mode}.bin", hm, groups, prior)
-        with StreamReader(tmp_path / f"{mode}.bin", prior) as r:
+        ctx = {"context": random_model(k, 2, MODEL_HASH)} if mode == "context" else {}
+        write(tmp_path / f"{mode}.bin", hm, groups, prior, **ctx)
+        with StreamReader(tmp_path / f"{mode}.bin", prior, **ctx) as r:
             assert list(r) == groups, mode
 
 
@@ -245,18 +373,22 @@ def test_determinism_identical_bytes(tmp_path):
     for mode in ENTROPY_MODES:
         h = make_header(mode)
         groups = make_groups(h, "skewed", seed=3)
-        write(tmp_path / "a.bin", h, groups, prior)
-        write(tmp_path / "b.bin", h, groups, prior.copy())
+        write(tmp_path / "a.bin", h, groups, prior, **models_for(mode, 2048))
+        write(tmp_path / "b.bin", h, groups, prior.copy(), **models_for(mode, 2048))
         assert (tmp_path / "a.bin").read_bytes() == (tmp_path / "b.bin").read_bytes(), mode
 
 
-def test_random_access_matches_iteration(tmp_path):
-    h = make_header("adaptive", frames=60)
+@pytest.mark.parametrize("mode", ["adaptive", "context"])
+def test_random_access_matches_iteration(tmp_path, mode):
+    """Any group in any order; in the context mode also the groups linked to the one before
+    (``link`` 3: groups 0, 3, 6, ... start a chain)."""
+    h = make_header(mode, frames=60, params={"link": 3} if mode == "context" else None)
     groups = make_groups(h, "skewed", seed=5)
     prior = prior_for(2048)
-    write(tmp_path / "t.bin", h, groups, prior)
-    with StreamReader(tmp_path / "t.bin", prior) as r:
+    write(tmp_path / "t.bin", h, groups, prior, **models_for(mode, 2048))
+    with StreamReader(tmp_path / "t.bin", prior, **models_for(mode, 2048)) as r:
         full = list(r)
+        assert full == groups
         order = np.random.default_rng(0).permutation(len(r))
         for i in order:
             assert r.read_group(int(i)) == full[i]
@@ -264,39 +396,76 @@ def test_random_access_matches_iteration(tmp_path):
             r.read_group(len(r))
 
 
+def test_context_links_change_the_payload_and_never_cross_a_chain_start(tmp_path):
+    """A linked group's payload depends on the group before it, a chain start's does not."""
+    ctx = models_for("context", 2048)
+    groups = {}
+    for link in (0, 2):
+        h = make_header("context", frames=30, params={"link": link})
+        recs = make_groups(h, "skewed", seed=6)
+        recs[1] = GroupRecord(1, recs[1].start, recs[1].valid, recs[0].tokens.copy())   # group 1 repeats 0
+        write(tmp_path / f"l{link}.bin", h, recs, **ctx)
+        with StreamReader(tmp_path / f"l{link}.bin", **ctx) as r:
+            assert list(r) == recs and r.header.entropy_params["link"] == link
+            data = (tmp_path / f"l{link}.bin").read_bytes()
+            groups[link] = [data[o:o + n] for o, n in zip(r._offsets, r.group_sizes())]
+    assert groups[0][0] == groups[2][0] and groups[0][2] == groups[2][2]    # chain starts: alike
+    assert groups[0][1] != groups[2][1]                                      # linked: other payload
+
+
 def test_bits_per_token_skewed(tmp_path):
-    """On Zipf-like tokens both entropy-coded modes beat 11-bit packing clearly."""
+    """On Zipf-like tokens the entropy-coded modes beat 11-bit packing clearly."""
     prior = prior_for(2048)
     bpt = {}
     for mode in ENTROPY_MODES:
         h = make_header(mode, frames=60)
-        write(tmp_path / f"{mode}.bin", h, make_groups(h, "skewed", seed=9), prior)
-        with StreamReader(tmp_path / f"{mode}.bin", prior) as r:
+        write(tmp_path / f"{mode}.bin", h, make_groups(h, "skewed", seed=9), prior, **models_for(mode, 2048))
+        with StreamReader(tmp_path / f"{mode}.bin", prior, **models_for(mode, 2048)) as r:
             bpt[mode] = 8 * sum(r.group_sizes()) / r.header.total_tokens
     assert bpt["fixed"] == pytest.approx(11.0, abs=0.01)
-    assert bpt["prior"] < 0.8 * bpt["fixed"], bpt
-    assert bpt["adaptive"] < 0.8 * bpt["fixed"], bpt
+    for mode in ("prior", "adaptive", "context"):
+        assert bpt[mode] < 0.8 * bpt["fixed"], bpt
 
 
 # --------------------------------------------------------------------------------------------
 # the spec: an independent decoder reproduces everything
 # --------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("version", [2, 1])
 @pytest.mark.parametrize("mode,prior", [("fixed", False), ("prior", True), ("adaptive", True),
                                         ("adaptive", False)])
-def test_independent_decoder_from_spec(tmp_path, mode, prior):
+def test_independent_decoder_from_spec(tmp_path, mode, prior, version):
     h = make_header(mode, frames=11, group=4, overlap=1, iframe=40, pframe=20, k=300,
                     params=None if prior or mode != "adaptive" else {"block": 7})
     counts = prior_for(300) if prior else None
     groups = make_groups(h, "skewed", seed=11)
-    write(tmp_path / "t.bin", h, groups, counts)
-    hd, ref = ref_read(tmp_path / "t.bin", counts)
+    write(tmp_path / "t.bin", h, groups, counts, version)
+    if version == 1:
+        hd, ref = ref_read_v1(tmp_path / "t.bin", counts)
+    else:
+        hd, ref = ref_read_v2(tmp_path / "t.bin", counts)
+        assert not any(e for *_, e in ref)
     assert hd == read_header(tmp_path / "t.bin").to_dict()
-    for g, (gi, start, valid, tokens, payload) in zip(groups, ref):
+    for g, (gi, start, valid, tokens, payload, *_) in zip(groups, ref):
         assert (g.index, g.start, g.valid) == (gi, start, valid)
         assert tokens == g.tokens.tolist()
         if mode != "fixed":     # the spec's encoder gives the same bytes
             assert ref_ans_encode(g.tokens.tolist(), RefModels(hd, counts)) == payload
+
+
+def test_spec_escape_and_rates(tmp_path):
+    """An escaped group (random tokens under the prior) and the rate encodings of the spec: a
+    whole number, a fraction, a float64."""
+    for fps in (25.0, 30000 / 1001, 0.1 + 0.2):
+        h = dataclasses.replace(make_header("prior", frames=11, group=4, overlap=1, iframe=40, pframe=20, k=300),
+                                src_fps=fps, src_frames=round(11 * fps / 2.0) + 1)
+        h = dataclasses.replace(h, semantic_frames=11)
+        groups = make_groups(h, "random", seed=12)
+        counts = prior_for(300)
+        w = write(tmp_path / "t.bin", h, groups, counts)
+        hd, ref = ref_read_v2(tmp_path / "t.bin", counts)
+        assert hd["src_fps"] == fps == w.header.src_fps
+        assert all(e for *_, e in ref) and [t for _, _, _, t, _, _ in ref] == [g.tokens.tolist() for g in groups]
 
 
 def test_quantize_rule():
@@ -345,13 +514,13 @@ def test_header_fields_and_json():
 
 @pytest.fixture(scope="module")
 def seven(tmp_path_factory):
-    """A 7-group adaptive stream, its groups and prior."""
+    """A 7-group adaptive stream in format 1, its groups and prior."""
     d = tmp_path_factory.mktemp("seven")
     h = make_header("adaptive", frames=44)
     assert h.n_groups == 7
     groups = make_groups(h, "skewed", seed=2)
     prior = prior_for(2048)
-    write(d / "tokens.bin", h, groups, prior)
+    write(d / "tokens.bin", h, groups, prior, version=1)
     with StreamReader(d / "tokens.bin", prior) as r:
         offsets = r._offsets
     return (d / "tokens.bin").read_bytes(), offsets, groups, prior
@@ -456,9 +625,9 @@ def _rewrite_header(data: bytes, **changes) -> bytes:
 
 def test_version_and_crafted_headers(tmp_path, seven):
     data, _, _, prior = seven
-    p = _put(tmp_path, _rewrite_header(data, _major=2))
-    assert _error(p, prior) == (f"{p} uses token stream format version 2.0, but this semcodec "
-                                f"reads version 1.x")
+    p = _put(tmp_path, _rewrite_header(data, _major=3))
+    assert _error(p, prior) == (f"{p} uses token stream format version 3.0, but this semcodec "
+                                f"reads versions 1.x, 2.x")
     # a crafted header declaring a billion groups: refused without allocating an index for them
     p = _put(tmp_path, _rewrite_header(data, semantic_frames=6 * 10 ** 9, n_groups=10 ** 9))
     assert _error(p, prior) == (f"{p} has an invalid file header: field 'semantic_frames' must be "
@@ -475,7 +644,15 @@ def test_version_and_crafted_headers(tmp_path, seven):
                                 f"frames in groups of 8 overlapping by 2 make 7 groups")
     p = _put(tmp_path, _rewrite_header(data, entropy_mode="cabac"))
     assert _error(p, prior) == (f"{p} has an invalid file header: entropy mode 'cabac' is not "
-                                f"supported by this semcodec (it knows fixed, prior, adaptive)")
+                                f"supported by this semcodec (it knows fixed, prior, adaptive, context)")
+    p = _put(tmp_path, _rewrite_header(data, entropy_mode="context", entropy_params={
+        "coder": "rans32", "precision": 24, "context_sha256": "0" * 64, "link": 0, "iframe_rows": 14,
+        "pframe_rows": 8}))
+    assert _error(p, prior) == (f"{p} has an invalid file header: entropy mode 'context' is not supported "
+                                f"by this semcodec in format 1 (it knows fixed, prior, adaptive)")
+    p = _put(tmp_path, _rewrite_header(data, model_hash="0" * 32))
+    assert _error(p, prior) == (f"{p} has an invalid file header: field 'model_hash' must be 64 lowercase "
+                                f"hex digits, got '{'0' * 32}'")
     p = _put(tmp_path, _rewrite_header(data, group="8"))
     assert _error(p, prior) == (f"{p} has an invalid file header: field 'group' must be an integer "
                                 f"in [1, 65536], got '8'")
@@ -498,6 +675,163 @@ def test_prior_mismatch_and_missing(tmp_path, seven):
     assert str(e.value) == (f"{p} is entropy-coded with the model's token prior (mode 'adaptive'); "
                             f"it cannot be decoded without the prior")
     assert read_header(p).entropy_params["prior_sha256"] == want
+
+
+@pytest.fixture(scope="module")
+def seven2(tmp_path_factory):
+    """A 7-group context stream in format 2 (linked every 3 groups), its groups and context model."""
+    d = tmp_path_factory.mktemp("seven2")
+    h = make_header("context", frames=44, params={"link": 3})
+    groups = make_groups(h, "skewed", seed=2)
+    ctx = context_for(2048)
+    write(d / "tokens.bin", h, groups, context=ctx)
+    with StreamReader(d / "tokens.bin", context=ctx) as r:
+        offsets, sizes = r._offsets, r.group_sizes()
+        assert not any(r.group_escapes())
+    return (d / "tokens.bin").read_bytes(), offsets, sizes, groups, ctx
+
+
+def _rewrite_body(data: bytes, body: bytes, minor: int = 0) -> bytes:
+    """A format-2 stream with another header body, its CRC recomputed (a 'crafted' file)."""
+    length = struct.unpack_from("<I", data, 12)[0]
+    head = b"SEMCTOKS" + struct.pack("<HHI", 2, minor, len(body)) + body
+    return head + struct.pack("<I", zlib.crc32(head)) + data[16 + length + 4:]
+
+
+def test_format2_damage_messages(tmp_path, seven2):
+    data, offsets, sizes, groups, ctx = seven2
+    err = lambda p: _ctx_error(p, ctx)                                          # noqa: E731
+    for cut in (3, 12, 40, offsets[0] - 1):
+        p = _put(tmp_path, data[:cut])
+        assert err(p) == f"{p} is truncated: the file header is incomplete"
+    p = _put(tmp_path, data[:offsets[0] + 3])
+    assert err(p) == f"{p} is truncated: the group index and footer are missing"
+    for cut in (offsets[3] + 10, len(data) - 1, len(data) - 9):
+        p = _put(tmp_path, data[:cut])
+        assert err(p) == (f"{p} is truncated: the footer at its end is missing or damaged (it declares a group "
+                          f"index that does not fit the file)")
+    p = _put(tmp_path, data + b"\x00" * 5)
+    assert err(p).startswith(f"{p} is truncated: the footer at its end is missing or damaged")
+    bad = bytearray(data)
+    bad[30] ^= 4                                    # inside the header body
+    p = _put(tmp_path, bytes(bad))
+    assert err(p) == f"{p} is corrupt: the file header fails its CRC32 check"
+    bad = bytearray(data)
+    bad[-20] ^= 4                                   # the index
+    p = _put(tmp_path, bytes(bad))
+    assert err(p) == f"{p} is corrupt: the group index fails its CRC32 check"
+    bad = bytearray(data)
+    bad[offsets[4] + 17] ^= 0x10                    # a payload: group 4 and the groups linked to it
+    p = _put(tmp_path, bytes(bad))
+    with StreamReader(p, context=ctx) as r:
+        assert [r.read_group(i) for i in (0, 1, 2, 3)] == groups[:4]     # group 3 starts a chain
+        for i in (4, 5):
+            with pytest.raises(BitstreamError) as e:
+                r.read_group(i)
+            assert str(e.value) in (f"{p} is corrupt: group 4 of 7 fails its CRC32 check",
+                                    f"{p} is corrupt: group 4 of 7 does not decode: payload does not decode to "
+                                    f"exactly the expected tokens (data left over after the last token)")
+        assert r.read_group(6) == groups[6]
+
+
+def _ctx_error(path, ctx, read=True) -> str:
+    with pytest.raises(BitstreamError) as e:
+        with StreamReader(path, context=ctx) as r:
+            if read:
+                list(r)
+    return str(e.value)
+
+
+def test_format2_crafted_headers(tmp_path, seven2):
+    data, _, _, groups, ctx = seven2
+    length = struct.unpack_from("<I", data, 12)[0]
+    body = data[16:16 + length]
+    err = lambda p: _ctx_error(p, ctx)                                          # noqa: E731
+    p = _put(tmp_path, _rewrite_body(data, body + b"\x00"))
+    assert err(p) == f"{p} has an invalid file header: 1 unexpected bytes after the last field"
+    with StreamReader(_put(tmp_path, _rewrite_body(data, body + b"\x00", minor=1), "minor.bin"), context=ctx) as r:
+        assert list(r) == groups                        # a newer minor's additions are skipped
+    p = _put(tmp_path, _rewrite_body(data, body[:16] + b"\x07" + body[17:]))
+    assert err(p) == (f"{p} has an invalid file header: entropy mode 7 is not supported by this semcodec "
+                      f"(it knows 0 fixed, 1 prior, 2 adaptive, 3 context)")
+    p = _put(tmp_path, _rewrite_body(data, body[:16] + b"\x00" + body[17:-3]))     # fixed, with a hash
+    assert err(p) == f"{p} has an invalid file header: field 'entropy_hash' must be zero for entropy mode 'fixed'"
+    p = _put(tmp_path, _rewrite_body(data, body[:33] + b"\x84\x00" + body[34:]))   # name length, not minimal
+    assert err(p) == f"{p} has an invalid file header: field 'model_name' is not minimally encoded"
+    p = _put(tmp_path, _rewrite_body(data, body[:33] + b"\x00" + body[34:]))
+    assert err(p) == f"{p} has an invalid file header: field 'model_name' must be 1 to 255 bytes long, got 0"
+    p = _put(tmp_path, _rewrite_body(data, body[:35] + b"\n" + body[36:]))                # s\n28
+    assert err(p) == f"{p} has an invalid file header: field 'model_name' must be printable, got 's\\n28'"
+    p = _put(tmp_path, _rewrite_body(data, body[:-12]))
+    assert err(p).startswith(f"{p} has an invalid file header: the file header ends inside field ")
+    p = _put(tmp_path, _rewrite_body(data, body[:-2] + bytes([5, 8])))              # 5 rows: 224 / 5
+    assert err(p) == (f"{p} has an invalid file header: field 'iframe_rows' is 5, which does not divide "
+                      f"the 224 I-frame tokens")
+    # the context model: missing, another one
+    with StreamReader(_put(tmp_path, data), context=None) as r:
+        with pytest.raises(BitstreamError) as e:
+            r.read_group(0)
+    assert str(e.value) == (f"{tmp_path / 'tokens.bin'} is entropy-coded with a context model (mode 'context'); "
+                            f"it cannot be decoded without it")
+    other = random_model(2048, 4, MODEL_HASH, seed=99)
+    p = _put(tmp_path, data)
+    assert _ctx_error(p, other, read=False) == (
+        f"{p} was coded with a different context model than the one given (context {ctx.hash[:16]} in the "
+        f"file, {other.hash[:16]} given); decode it with the model it was made with: s128 {MODEL_HASH[:16]}")
+
+
+def test_format2_prior_mismatch(tmp_path):
+    h = make_header("prior", frames=20)
+    prior = prior_for(2048)
+    write(tmp_path / "p.bin", h, make_groups(h, "skewed"), prior)
+    other = prior.copy()
+    other[0] += 1000
+    want, got = prior_digest(quantize_prior(prior)), prior_digest(quantize_prior(other))
+    p = str(tmp_path / "p.bin")
+    assert read_header(p).entropy_params["prior_sha256"] == want[:32]
+    assert _error(p, other, read=False) == (
+        f"{p} was coded with a different token prior than the one given (prior {want[:16]} in "
+        f"the file, {got[:16]} given); decode it with the model it was made with: s128 {MODEL_HASH[:16]}")
+
+
+# --------------------------------------------------------------------------------------------
+# golden streams: the sample clip coded by s128 in format 1 (before format 2 existed) and 2
+# --------------------------------------------------------------------------------------------
+
+def _golden_tokens():
+    return np.load(os.path.join(STREAMS, "v1-sample-tokens.npy")).astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def s128():
+    from semcodec.codec import Codec
+    return Codec.load("s128", "cpu")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_format1_golden_streams_decode_as_before(s128, mode):
+    path = os.path.join(STREAMS, f"v1-sample-{mode}.bin")
+    with StreamReader(path, prior_counts=s128.prior) as r:
+        assert r.version == 1 and r.header.entropy_mode == mode and r.header.n_groups == 3
+        tokens = np.concatenate([g.tokens for g in r])
+    assert np.array_equal(tokens, _golden_tokens())
+
+
+@pytest.mark.parametrize("mode", ENTROPY_MODES)
+def test_format2_golden_streams(tmp_path, s128, mode):
+    """They decode to the same tokens as the format-1 ones, the writer still gives their bytes,
+    and the container takes at most 120 bytes of the 4 s clip."""
+    path = os.path.join(STREAMS, f"v2-sample-{mode}.bin")
+    with StreamReader(path, prior_counts=s128.prior, context=s128.context_model) as r:
+        assert r.version == 2 and r.header.entropy_mode == mode
+        recs = list(r)
+        payload = sum(r.group_sizes())
+    assert np.array_equal(np.concatenate([g.tokens for g in recs]), _golden_tokens())
+    assert os.path.getsize(path) - payload <= 120
+    with StreamWriter(tmp_path / "again.bin", r.header, prior_counts=s128.prior, context=s128.context_model) as w:
+        for g in recs:
+            w.write_group(g)
+    assert (tmp_path / "again.bin").read_bytes() == open(path, "rb").read()
 
 
 # --------------------------------------------------------------------------------------------
@@ -565,23 +899,33 @@ def test_writer_rejects_misuse(tmp_path):
 
 @pytest.fixture(scope="module")
 def fuzz_files(tmp_path_factory):
+    """(mode, format) -> (file bytes, offset of the first group's data); the prior; the folder."""
     d = tmp_path_factory.mktemp("fuzz")
     prior = prior_for(256)
-    files = {}      # mode -> (file bytes, offset of the first group chunk)
-    for mode in ENTROPY_MODES:
-        h = make_header(mode, frames=10, group=4, overlap=1, iframe=24, pframe=12, k=256)
-        write(d / f"{mode}.bin", h, make_groups(h, "skewed", seed=4), prior)
-        with StreamReader(d / f"{mode}.bin", prior) as r:
-            files[mode] = ((d / f"{mode}.bin").read_bytes(), r._offsets[0])
+    files = {}
+    for version in (2, 1):
+        for mode in ENTROPY_MODES if version == 2 else MODES:
+            h = make_header(mode, frames=10, group=4, overlap=1, iframe=24, pframe=12, k=256,
+                            params={"link": 2} if mode == "context" else None)
+            path = d / f"{mode}{version}.bin"
+            write(path, h, make_groups(h, "skewed", seed=4), prior, version, **models_for(mode, 256))
+            with StreamReader(path, prior, **models_for(mode, 256)) as r:
+                files[mode, version] = (path.read_bytes(), r._offsets[0])
     return files, prior, d
+
+
+def _read_all(path, prior, mode):
+    with StreamReader(path, prior, **models_for(mode, 256)) as r:
+        for _ in r:
+            pass
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_fuzz_truncation_and_flips(fuzz_files, data):
     files, prior, d = fuzz_files
-    mode = data.draw(st.sampled_from(ENTROPY_MODES))
-    original, data_start = files[mode]
+    mode, version = data.draw(st.sampled_from(sorted(files)))
+    original, data_start = files[mode, version]
     raw = bytearray(original)
     if data.draw(st.booleans()):
         raw = raw[:data.draw(st.integers(0, len(raw) - 1))]
@@ -597,13 +941,12 @@ def test_fuzz_truncation_and_flips(fuzz_files, data):
     tracemalloc.start()            # (time per damaged stream: python -m bench.coding)
     try:
         with pytest.raises(BitstreamError) as e:
-            with StreamReader(path, prior) as r:
-                for _ in r:
-                    pass
+            _read_all(path, prior, mode)
     finally:
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-    assert peak < (1 << 20) + 16 * len(raw), peak
+    # format 2's context mode holds a pass's probability rows (K x slots x 8 bytes, a few of them)
+    assert peak < (1 << 20) + 16 * len(raw) + (4 << 20 if mode == "context" else 0), peak
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith(path + " ")
 
@@ -617,9 +960,9 @@ json_values = st.recursive(
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_fuzz_crafted_header_values(fuzz_files, data):
-    """Headers with a valid CRC but arbitrary field values are refused cleanly."""
+    """Format-1 headers with a valid CRC but arbitrary field values are refused cleanly."""
     files, prior, d = fuzz_files
-    original = files[data.draw(st.sampled_from(ENTROPY_MODES))][0]
+    original = files[data.draw(st.sampled_from(MODES)), 1][0]
     length = struct.unpack_from("<I", original, 12)[0]
     fields = json.loads(original[16:16 + length])
     key = data.draw(st.sampled_from(sorted(fields) + ["entropy_params.block", "entropy_params.init"]))
@@ -637,3 +980,85 @@ def test_fuzz_crafted_header_values(fuzz_files, data):
                 pass
     except BitstreamError as e:
         assert "\n" not in str(e) and str(e).startswith(path + " ")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_fuzz_crafted_header_bodies(fuzz_files, data):
+    """Format-2 header bodies with bytes flipped, inserted or deleted and the CRC recomputed
+    are refused cleanly, or decode (to the tokens the CRCs were made for, or a CRC error)."""
+    files, prior, d = fuzz_files
+    mode = data.draw(st.sampled_from(ENTROPY_MODES))
+    original = files[mode, 2][0]
+    length = struct.unpack_from("<I", original, 12)[0]
+    body = bytearray(original[16:16 + length])
+    for _ in range(data.draw(st.integers(1, 4))):
+        pos = data.draw(st.integers(0, len(body)))
+        op = data.draw(st.sampled_from(["flip", "insert", "delete"]))
+        if op == "flip" and pos < len(body):
+            body[pos] ^= data.draw(st.integers(1, 255))
+        elif op == "insert":
+            body[pos:pos] = bytes([data.draw(st.integers(0, 255))])
+        elif pos < len(body):
+            del body[pos]
+    path = str(d / "crafted2.bin")
+    with open(path, "wb") as f:
+        f.write(_rewrite_body(original, bytes(body), minor=data.draw(st.sampled_from([0, 0, 1]))))
+    try:
+        _read_all(path, prior, mode)
+    except BitstreamError as e:
+        assert "\n" not in str(e) and str(e).startswith(path + " ")
+
+
+# --------------------------------------------------------------------------------------------
+# semcodec info --verify
+# --------------------------------------------------------------------------------------------
+
+def _cli(capsys, *args) -> tuple[int, str, str]:
+    from semcodec.cli import main
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_info_verify_golden_streams(capsys):
+    """Every golden stream verifies: format 1 with the prior read from s128's file, format 2
+    in every mode (the context mode with s128's context model)."""
+    for name in [f"v1-sample-{m}.bin" for m in MODES] + [f"v2-sample-{m}.bin" for m in ENTROPY_MODES]:
+        code, out, err = _cli(capsys, "info", os.path.join(STREAMS, name), "--verify")
+        assert code == 0 and err == "", (name, err)
+        line = out.splitlines()[-1]
+        assert line.startswith("  verified  3 groups entropy-decoded (2848 tokens), every CRC and the layout check; "
+                               "entropy model: "), line
+        assert line.endswith("none") == ("fixed" in name), line
+    code, out, _ = _cli(capsys, "info", os.path.join(STREAMS, "v2-sample-context.bin"), "--verify", "--json")
+    info = json.loads(out)
+    assert info["verified"] and info["tokens_decoded"] == 2848 and info["format"] == "2.0"
+    assert info["entropy_model"].startswith("context model s128.context.safetensors (")
+    assert info["overhead_bytes"] <= 120 and info["bytes"] == info["payload_bytes"] + info["overhead_bytes"]
+
+
+def test_info_verify_finds_damage_and_needs_the_model(tmp_path, capsys):
+    data = bytearray(open(os.path.join(STREAMS, "v2-sample-adaptive.bin"), "rb").read())
+    with StreamReader(os.path.join(STREAMS, "v2-sample-adaptive.bin")) as r:
+        off = r._offsets[1]
+    data[off + 9] ^= 0x20
+    p = tmp_path / "bad.bin"
+    p.write_bytes(bytes(data))
+    code, out, err = _cli(capsys, "info", str(p))            # without --verify: the index is fine
+    assert code == 0
+    code, out, err = _cli(capsys, "info", str(p), "--verify")
+    assert code == 1 and out == ""
+    assert err.splitlines() in ([f"error: {p} is corrupt: group 1 of 3 fails its CRC32 check"],
+                                [f"error: {p} is corrupt: group 1 of 3 does not decode: payload does not decode to "
+                                 f"exactly the expected tokens (data left over after the last token)"])
+    h = make_header("prior", frames=20)
+    h = dataclasses.replace(h, model_name="mine")
+    write(tmp_path / "mine.bin", h, make_groups(h, "skewed"), prior_for(2048))
+    code, _, err = _cli(capsys, "info", str(tmp_path / "mine.bin"), "--verify")
+    assert (code, err) == (1, "error: the stream is entropy-coded with the token prior of model 'mine', which "
+                              "semcodec does not ship: give the model with --model\n")
+    h = make_header("adaptive", frames=20)
+    write(tmp_path / "uni.bin", h, make_groups(h, "skewed"))            # uniform start: needs nothing
+    code, out, err = _cli(capsys, "info", str(tmp_path / "uni.bin"), "--verify")
+    assert code == 0 and out.splitlines()[-1].endswith("entropy model: none")

@@ -73,7 +73,8 @@ json.dump(results, sys.stdout)
 
 @pytest.fixture(scope="module")
 def d(tmp_path_factory):
-    """A folder with a tiny model (format 2, with a prior), a 0.8 s clip and its token stream."""
+    """A folder with a tiny model (format 2, with a prior and a random context model beside it),
+    a 0.8 s clip and its token stream (format 2, context-coded: the model's default)."""
     root = tmp_path_factory.mktemp("hostile")
     model = tiny_model(str(root))
     (root / "t.bin").write_bytes(base_stream(Codec.load(model, "cpu"), str(root)))
@@ -110,18 +111,30 @@ def make_cases(d) -> dict:
     dec = lambda src: ["decode", src, "-o", out, "--model", model]
     fit = "error: the stream's header does not fit model 'tiny': {} (a forged or damaged file)"
     h, chunks = split(t)
+    h1 = {**h, "model_hash": Codec.load(model, "cpu").content_hash, "n_groups": 2, "entropy_mode": "adaptive"}
     size = (d / "tiny.safetensors").stat().st_size
     header = int.from_bytes((d / "tiny.safetensors").read_bytes()[:8], "little")
     cases = {
         # 1. decode work: more tokens declared than the model codes, a 64K alphabet with empty
         # payloads (the rANS state stays 0 and yields token 0 forever)
-        "more_tokens": (dec(write(d, "more.bin", forge(t, iframe_tokens=9))),
+        "more_tokens": (dec(write(d, "more.bin", build_stream(        # empty rANS payloads: any count decodes
+            {**h, "iframe_tokens": 9, "entropy_params": {**h["entropy_params"], "iframe_rows": 3}}, [(b"", False)] * 2))),
                         fit.format("field 'iframe_tokens' is 9, the model's is 8")),
         "huge_alphabet": (dec(write(d, "alpha.bin", build_stream(
+            {**h, "codebook_size": 65536, "iframe_tokens": 1 << 20, "pframe_tokens": 1 << 20, "entropy_mode": "adaptive",
+             "entropy_params": {"block": 1, "coder": "rans32", "increment": 16, "init": "uniform", "precision": 24}},
+            [(b"", False)] * 2))),
+            "error: {} is corrupt: its header declares more decoding work (6291456 tokens) than a stream of {size} bytes can hold"),
+        "huge_alphabet_context": (dec(write(d, "alpha2.bin", build_stream(
             {**h, "codebook_size": 65536, "iframe_tokens": 1 << 20, "pframe_tokens": 1 << 20,
+             "entropy_params": {**h["entropy_params"], "iframe_rows": 1024, "pframe_rows": 1024}},
+            [(b"", False)] * 2))),
+            "error: {} is corrupt: its header declares more decoding work (6291456 tokens) than a stream of {size} bytes can hold"),
+        "format1_huge_alphabet": (dec(write(d, "alpha1.bin", build_stream(
+            {**h1, "codebook_size": 65536, "iframe_tokens": 1 << 20, "pframe_tokens": 1 << 20,
              "entropy_params": {"block": 1, "coder": "rans32", "increment": 16, "init": "uniform", "precision": 24}},
             [chunk(i, *c, b"") for i, c in enumerate([(0, 4), (3, 2)])]))),
-            "error: {} is corrupt: its header declares more decoding work (6291456 tokens) than a stream of 612 bytes can hold"),
+            "error: {} is corrupt: its header declares more decoding work (6291456 tokens) than a stream of {size} bytes can hold"),
         # 2. forged sizes
         "padded_20000": (dec(write(d, "pad.bin", forge(t, padded_height=20000, padded_width=20000))),
                          fit.format("its model geometry is not the one of a 96x64 source")),
@@ -133,8 +146,11 @@ def make_cases(d) -> dict:
         "src_frames_1e9_consistent": (dec(write(d, "frames2.bin", forge(t, src_frames=10 ** 9, semantic_frames=240000000,
                                                                         n_groups=80000000))),
                                       "error: {} is corrupt: the group index does not fit the file (80000000 groups declared)"),
-        "iframe_tokens_1049472": (dec(write(d, "itok.bin", forge(t, iframe_tokens=1049472))),
-                                  fit.format("field 'iframe_tokens' is 1049472, the model's is 8")),
+        "iframe_tokens_1049472": (dec(write(d, "itok.bin", build_stream(
+            {**h, "iframe_tokens": 1049472, "entropy_params": {**h["entropy_params"], "iframe_rows": 1}},
+            [(b"", False)] * 2))),
+                                  "error: {} is corrupt: its header declares more decoding work (2098960 tokens) than "
+                                  "a stream of {size} bytes can hold"),
         "src_fps_tiny": (dec(write(d, "fps.bin", forge(t, src_fps=1e-6))),
                          fit.format("the source it claims is not one semcodec codes: a frame rate of 1e-06 fps "
                                     "is outside 0.1..240")),
@@ -233,7 +249,7 @@ def batch(d):
     return {k: (res, msg) for (k, (_, msg)), res in zip(cases.items(), results)}, before, after
 
 
-CASES = ["more_tokens", "huge_alphabet", "padded_20000", "dims_2_20", "src_frames_1e9", "src_frames_1e9_consistent",
+CASES = ["more_tokens", "huge_alphabet", "huge_alphabet_context", "format1_huge_alphabet", "padded_20000", "dims_2_20", "src_frames_1e9", "src_frames_1e9_consistent",
          "iframe_tokens_1049472", "src_fps_tiny", "src_fps_huge", "src_8192", "output_budget", "semantic_fps_huge", "start_nan",
          "end_inf", "start_1e308", "device_bogus", "device_cuda", "model_is_video", "model_truncated",
          "model_header_huge", "config_wrong_type", "config_missing", "config_not_json", "codebook_1e9", "layers_1e6",
@@ -269,10 +285,11 @@ def test_legit_stream_decodes_and_state_zero_tail_is_not_extended(d):
     codec = Codec.load(str(d / "tiny.safetensors"), "cpu")
     t = (d / "t.bin").read_bytes()
     h, _ = split(t)
-    zeros = build_stream(h, [chunk(0, 0, 4, b""), chunk(1, 3, 2, b"")])
+    assert h["entropy_mode"] == "context"
+    zeros = build_stream(h, [(b"", False), (b"", False)], context=codec.context_model)
     p = d / "zeros.bin"
     p.write_bytes(zeros)
-    with StreamReader(p, prior_counts=codec.prior) as r:
+    with StreamReader(p, prior_counts=codec.prior, context=codec.context_model) as r:
         groups = list(r)
         assert [len(g.tokens) for g in groups] == [20, 12] and not any(g.tokens.any() for g in groups)
         assert len(list(codec.iter_decode(r))) == 20
@@ -307,9 +324,9 @@ def test_reader_bounds_work_by_file_size(d):
     """Without a model, the reader refuses a 1 KB stream that declares hours of decoding."""
     h, _ = split((d / "t.bin").read_bytes())
     forged = build_stream({**h, "codebook_size": 65536, "group": 1, "overlap": 0, "iframe_tokens": 1 << 22,
-                           "pframe_tokens": 0, "semantic_frames": 1, "src_frames": 4, "n_groups": 1,
+                           "pframe_tokens": 0, "semantic_frames": 1, "src_frames": 4, "entropy_mode": "adaptive",
                            "entropy_params": {"block": 1, "coder": "rans32", "increment": 16, "init": "uniform",
-                                              "precision": 24}}, [chunk(0, 0, 1, b"")])
+                                              "precision": 24}}, [(b"", False)])
     p = d / "work.bin"
     p.write_bytes(forged)
     cpu = time.process_time()
@@ -501,16 +518,22 @@ def test_fuzz_campaign_smoke(d, tmp_path, capsys):
 
 
 def test_forge_recomputes_every_crc(d):
+    """Format 2's group CRCs cover the tokens: the forger decodes them (with the stream's
+    entropy model) and gets every CRC right."""
+    codec = Codec.load(str(d / "tiny.safetensors"), "cpu")
     t = (d / "t.bin").read_bytes()
-    assert forge(t) == t                   # a no-op forgery is byte-identical
-    with StreamReader(write(d, "f.bin", forge(t, src_fps=30.0))) as r:
+    models = {"prior": codec.prior, "context": codec.context_model}
+    assert forge(t, **models) == t                   # a no-op forgery is byte-identical
+    with StreamReader(write(d, "f.bin", forge(t, src_fps=30.0, **models)), context=codec.context_model) as r:
         assert r.header.src_fps == 30.0
+        assert len(list(r)) == 2
 
 
 def test_coding_bench_smoke(capsys):
     from bench import coding
-    assert coding.main(["--repeat", "1", "--damaged", "5", "--max-ms", "1e9", "--max-damaged-s", "1e9"]) == 0
-    assert capsys.readouterr().out.count("\n") == 4
+    assert coding.main(["--repeat", "1", "--damaged", "5", "--max-ms", "1e9", "--max-context-ms", "1e9",
+                        "--max-damaged-s", "1e9"]) == 0
+    assert capsys.readouterr().out.count("\n") == 5
 
 
 @pytest.mark.parametrize("name", __import__("semcodec").list_presets())

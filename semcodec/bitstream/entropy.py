@@ -1,6 +1,6 @@
 """Lossless coding of one group's token ids (the payload of a group chunk).
 
-Three modes (``ENTROPY_MODES``), specified byte for byte in ``docs/bitstream.md``:
+Four modes (``ENTROPY_MODES``), specified byte for byte in ``docs/bitstream.md``:
 
 * ``fixed``    -- every token in ``ceil(log2 K)`` bits, packed LSB first (the baseline).
 * ``prior``    -- rANS under one static model: the model's token prior (token frequencies
@@ -8,6 +8,8 @@ Three modes (``ENTROPY_MODES``), specified byte for byte in ``docs/bitstream.md`
 * ``adaptive`` -- rANS under a model that starts from the prior (or uniform) at the start of
   every group and learns the group's own statistics: after every ``block`` tokens the coded
   tokens' counts are added (``increment`` each) and the model is rebuilt.
+* ``context``  -- rANS under a learned model of each token given what is already decoded
+  (``context.py``; its coder is ``context.ContextCoder``).
 
 All probabilities are integers (``PRECISION`` = 24 bits, summing to 2**24, each >= 1) derived
 from integer counts by one exactly specified rule, so encoder and decoder -- this one or an
@@ -27,7 +29,7 @@ import numpy as np
 
 from ..errors import SemcodecError
 
-ENTROPY_MODES = ("fixed", "prior", "adaptive")
+ENTROPY_MODES = ("fixed", "prior", "adaptive", "context")
 
 PRECISION = 24                      # bits of every probability: they sum to 2**PRECISION
 TOTAL = 1 << PRECISION
@@ -45,6 +47,13 @@ MAX_WORK_PER_BYTE = 1 << 14
 # Adaptive-mode defaults (tuned on synthetic Zipf-like streams with repetition across frames).
 DEFAULT_BLOCK = 32
 DEFAULT_INCREMENT = {"prior": 1 << 15, "uniform": 16}
+# Context mode: a group is coded with the previous group's tokens unless its index is a multiple
+# of ``link`` (0: never), so a random access decodes at most ``link - 1`` groups it does not need.
+DEFAULT_LINK = 8
+MAX_LINK = (1 << 32) - 1
+# Decoding work of one context-mode token, in units of ``MAX_WORK_PER_BYTE``: its network pass
+# and probability row cost about as much as K / 8 adaptive-mode units.
+CONTEXT_WORK_DIVISOR = 8
 
 _SHA_CHARS = frozenset("0123456789abcdef")
 
@@ -170,10 +179,11 @@ def _int_param(params: dict, key: str, lo: int, hi: int) -> int:
     return v
 
 
-def _sha_param(params: dict) -> str:
-    v = params.get("prior_sha256")
-    if not isinstance(v, str) or len(v) != 64 or not set(v) <= _SHA_CHARS:
-        raise PayloadError(f"entropy parameter 'prior_sha256' must be 64 lowercase hex digits, got {v!r}")
+def _sha_param(params: dict, key: str = "prior_sha256") -> str:
+    """A hash: 64 lowercase hex digits (format 1), or its first 32 (format 2 stores 16 bytes)."""
+    v = params.get(key)
+    if not isinstance(v, str) or len(v) not in (32, 64) or not set(v) <= _SHA_CHARS:
+        raise PayloadError(f"entropy parameter '{key}' must be 32 or 64 lowercase hex digits, got {v!r}")
     return v
 
 
@@ -184,14 +194,27 @@ def _check_keys(params: dict, allowed: set[str]) -> None:
 
 
 def complete_params(mode: str, codebook_size: int, params: dict | None,
-                    prior_q: np.ndarray | None) -> dict:
-    """The writer's side: fill in defaults (and the prior's hash) for ``mode``. ``params`` may
-    override ``block``, ``increment`` and ``init`` (adaptive). Raises ``ValueError``."""
+                    prior_q: np.ndarray | None, context=None, rows: tuple[int, int] | None = None) -> dict:
+    """The writer's side: fill in defaults (and the prior's or the context model's hash) for
+    ``mode``. ``params`` may override ``block``, ``increment`` and ``init`` (adaptive), ``link``,
+    ``iframe_rows`` and ``pframe_rows`` (context; ``rows`` gives their defaults). Raises
+    ``ValueError``."""
     if mode not in ENTROPY_MODES:
         raise ValueError(f"entropy mode must be one of {ENTROPY_MODES}, got {mode!r}")
     p = dict(params or {})
     if mode == "fixed":
         p.setdefault("bits", fixed_bits(codebook_size))
+    elif mode == "context":
+        if context is None:
+            raise ValueError("entropy mode 'context' needs a context model")
+        p.setdefault("coder", CODER)
+        p.setdefault("precision", PRECISION)
+        if not digest_matches(context.hash, p.setdefault("context_sha256", context.hash)):
+            raise ValueError("entropy_params['context_sha256'] does not match the context model")
+        p.setdefault("link", DEFAULT_LINK)
+        if rows is not None:
+            p.setdefault("iframe_rows", rows[0])
+            p.setdefault("pframe_rows", rows[1])
     else:
         p.setdefault("coder", CODER)
         p.setdefault("precision", PRECISION)
@@ -201,7 +224,7 @@ def complete_params(mode: str, codebook_size: int, params: dict | None,
             if prior_q is None:
                 raise ValueError(f"entropy mode {mode!r} with the prior needs prior_counts")
             digest = prior_digest(prior_q)
-            if p.setdefault("prior_sha256", digest) != digest:
+            if not digest_matches(digest, p.setdefault("prior_sha256", digest)):
                 raise ValueError("entropy_params['prior_sha256'] does not match prior_counts")
         if mode == "adaptive":
             p.setdefault("block", DEFAULT_BLOCK)
@@ -233,6 +256,13 @@ def validate_params(mode: str, codebook_size: int, params: Any) -> None:
         _check_keys(params, {"coder", "precision", "prior_sha256"})
         _sha_param(params)
         return
+    if mode == "context":
+        _check_keys(params, {"coder", "precision", "context_sha256", "link", "iframe_rows", "pframe_rows"})
+        _sha_param(params, "context_sha256")
+        _int_param(params, "link", 0, MAX_LINK)
+        _int_param(params, "iframe_rows", 1, MAX_GROUP_TOKENS)
+        _int_param(params, "pframe_rows", 0, MAX_GROUP_TOKENS)
+        return
     init = params.get("init")
     if init not in ("prior", "uniform"):
         raise PayloadError(f"entropy parameter 'init' must be 'prior' or 'uniform', got {init!r}")
@@ -245,8 +275,11 @@ def validate_params(mode: str, codebook_size: int, params: Any) -> None:
 
 
 def decode_work(mode: str, params: dict, codebook_size: int, n_tokens: int) -> int:
-    """The cost of decoding ``n_tokens`` tokens of one group: a unit per token, and in the adaptive
-    mode ``codebook_size`` units per model rebuild (one per block after the first)."""
+    """The cost of decoding ``n_tokens`` tokens of one group: a unit per token, in the adaptive
+    mode ``codebook_size`` units per model rebuild (one per block after the first), in the
+    context mode ``codebook_size / 8`` units per token (its network pass and probability row)."""
+    if mode == "context":
+        return n_tokens * max(1, codebook_size // CONTEXT_WORK_DIVISOR)
     if mode != "adaptive":
         return n_tokens
     return n_tokens + (-(-n_tokens // params["block"]) - 1) * codebook_size
@@ -256,16 +289,23 @@ def needs_prior(mode: str, params: dict) -> bool:
     return mode == "prior" or (mode == "adaptive" and params.get("init") == "prior")
 
 
+def digest_matches(digest: str, stored: str) -> bool:
+    """A full hex digest against a stored one (whole, or its first 32 digits in format 2)."""
+    return digest[:len(stored)] == stored
+
+
 # --------------------------------------------------------------------------------------------
 # coders
 # --------------------------------------------------------------------------------------------
 
 class TokenCoder:
-    """Encodes / decodes the token ids of one group under validated parameters. Groups are
-    independent: the adaptive state restarts at every group."""
+    """Encodes / decodes the token ids of one group under validated parameters (modes fixed,
+    prior, adaptive). Groups are independent: the adaptive state restarts at every group."""
 
     def __init__(self, mode: str, codebook_size: int, params: dict, prior_q: np.ndarray | None = None):
         validate_params(mode, codebook_size, params)
+        if mode == "context":
+            raise PayloadError("entropy mode 'context' is coded by context.ContextCoder")
         self.mode, self.k, self.params = mode, int(codebook_size), params
         if needs_prior(mode, params):
             if prior_q is None:

@@ -33,7 +33,8 @@ def count_groups(semantic_frames: int, group: int, overlap: int) -> int:
 @dataclass(frozen=True)
 class StreamHeader:
     model_name: str              # e.g. "s128"
-    model_hash: str              # hex SHA-256 content hash of the model weights (64 lowercase hex)
+    model_hash: str              # hex SHA-256 content hash of the model weights: 64 lowercase hex
+                                 # digits (format 1), or its first 32 (format 2 stores 16 bytes)
     src_fps: float
     src_width: int
     src_height: int
@@ -50,7 +51,7 @@ class StreamHeader:
     pframe_tokens: int
     codebook_size: int
     n_groups: int
-    entropy_mode: str            # "fixed" | "prior" | "adaptive"
+    entropy_mode: str            # "fixed" | "prior" | "adaptive" | "context"
     entropy_params: dict = field(default_factory=dict)   # completed by StreamWriter
 
     # -- derived ---------------------------------------------------------------------------
@@ -142,8 +143,10 @@ def normalized(h: StreamHeader, check_entropy: bool = True) -> StreamHeader:
     skips ``entropy_params`` (the writer completes them afterwards)."""
     if not isinstance(h.model_name, str) or not 1 <= len(h.model_name) <= 256:
         raise HeaderError(f"field 'model_name' must be a string of 1..256 characters, got {h.model_name!r}")
-    if not isinstance(h.model_hash, str) or len(h.model_hash) != 64 or not set(h.model_hash) <= _HEX:
-        raise HeaderError(f"field 'model_hash' must be 64 lowercase hex digits, got {h.model_hash!r}")
+    if not h.model_name.isprintable():          # it appears in messages, which are one line
+        raise HeaderError(f"field 'model_name' must be printable, got {h.model_name!r}")
+    if not isinstance(h.model_hash, str) or len(h.model_hash) not in (32, 64) or not set(h.model_hash) <= _HEX:
+        raise HeaderError(f"field 'model_hash' must be 32 or 64 lowercase hex digits, got {h.model_hash!r}")
     v: dict[str, Any] = {"src_fps": _float(h, "src_fps"), "semantic_fps": _float(h, "semantic_fps")}
     for name in ("src_width", "src_height", "scaled_height", "scaled_width", "padded_height", "padded_width"):
         v[name] = _int(h, name, 1, MAX_DIM)
@@ -169,4 +172,27 @@ def normalized(h: StreamHeader, check_entropy: bool = True) -> StreamHeader:
             validate_params(h.entropy_mode, k, h.entropy_params)
         except PayloadError as e:
             raise HeaderError(str(e)) from None
+        if h.entropy_mode == "context":
+            _check_rows(h.entropy_params, it, pt)
     return replace(h, **v)
+
+
+def _check_rows(params: dict, iframe_tokens: int, pframe_tokens: int) -> None:
+    """The context mode's lattices: rows that divide the token counts (0 rows for 0 tokens)."""
+    ri, rp = params["iframe_rows"], params["pframe_rows"]
+    if iframe_tokens % ri:
+        raise HeaderError(f"field 'iframe_rows' is {ri}, which does not divide the {iframe_tokens} I-frame tokens")
+    if (rp == 0) != (pframe_tokens == 0) or (rp and pframe_tokens % rp):
+        raise HeaderError(f"field 'pframe_rows' is {rp}, which does not divide the {pframe_tokens} P-frame tokens")
+
+
+def check_format1(h: StreamHeader) -> None:
+    """What format 1 could not hold: short hashes, the context mode. Raises HeaderError."""
+    if len(h.model_hash) != 64:
+        raise HeaderError(f"field 'model_hash' must be 64 lowercase hex digits, got {h.model_hash!r}")
+    if h.entropy_mode == "context":
+        raise HeaderError("entropy mode 'context' is not supported by this semcodec in format 1 "
+                          "(it knows fixed, prior, adaptive)")
+    sha = h.entropy_params.get("prior_sha256")
+    if sha is not None and len(sha) != 64:
+        raise HeaderError(f"entropy parameter 'prior_sha256' must be 64 lowercase hex digits, got {sha!r}")

@@ -5,8 +5,10 @@ the token stream reader and the model loader's metadata parsing.
     python tests/fuzz/atheris_targets.py reader -atheris_runs=100000 -rss_limit_mb=1024 -timeout=10
     python tests/fuzz/atheris_targets.py model  -atheris_runs=100000 -rss_limit_mb=1024 -timeout=10
 
-``reader``: the input is a token stream; when its first byte is even the harness recomputes
-every CRC the input's own lengths and index point to, so mutations reach the checks behind them.
+``reader``: the input is a token stream (seeds: formats 2 and 1, every entropy mode, the context
+mode with a random context model); when its first byte is even the harness recomputes every CRC
+the input's own lengths and index point to (format 2: header and index; a group's CRC covers its
+decoded tokens, checked after decoding), so mutations reach the checks behind them.
 Any exception other than ``BitstreamError`` (and ``IndexError`` for a group out of range, which
 the harness never asks for) is a crash. ``model``: the input is a safetensors JSON header; only
 ``ValueError`` may come out of ``parse_header`` and ``checked_config``. libFuzzer stops on the
@@ -26,9 +28,11 @@ import torch  # noqa: F401  (imported first: only semcodec's own code is instrum
 
 with atheris.instrument_imports(include=["semcodec"]):
     from semcodec.bitstream import BitstreamError, StreamReader
+    from semcodec.bitstream.context_train import random_model
     from semcodec.checkpoint import checked_config, parse_header
 
 PRIOR = np.arange(64, 0, -1)          # the tiny preset's codebook: streams coded with a prior read too
+CONTEXT = random_model(64, 4, "0" * 64, log_prior=np.log(PRIOR / PRIOR.sum()))   # ... and by context
 _PATH = os.path.join(tempfile.mkdtemp(prefix="atheris-"), "case.bin")
 
 
@@ -39,12 +43,21 @@ def _set_crc(b: bytearray, start: int, end: int) -> None:
 
 def fix_crcs(data: bytes) -> bytes:
     """The CRCs of header, chunks, index and footer made right, wherever the input's lengths
-    and offsets point (out-of-range ones are left as they are)."""
+    and offsets point (out-of-range ones are left as they are). Format 2: the header's and the
+    index's (a group's CRC covers its decoded tokens: the reader decodes before it checks it)."""
     b = bytearray(data)
     if len(b) < 16:
         return data
-    (length,) = struct.unpack_from("<I", b, 12)
+    (major, length) = struct.unpack_from("<H", b, 8)[0], struct.unpack_from("<I", b, 12)[0]
     _set_crc(b, 0, 16 + length)
+    if major == 2:
+        if len(b) >= 16 + length + 4 + 8:
+            (isize,) = struct.unpack_from("<I", b, len(b) - 8)
+            start = len(b) - 8 - isize
+            if start >= 0:
+                struct.pack_into("<I", b, len(b) - 4, zlib.crc32(bytes(b[len(b) - 8:len(b) - 4]),
+                                                                 zlib.crc32(bytes(b[start:len(b) - 8]))))
+        return bytes(b)
     if len(b) >= 16 + length + 4 + 16:
         (index,) = struct.unpack_from("<Q", b, len(b) - 16)
         _set_crc(b, len(b) - 16, len(b) - 8)
@@ -67,7 +80,7 @@ def reader(data: bytes) -> None:
     with open(_PATH, "wb") as f:
         f.write(data)
     try:
-        with StreamReader(_PATH, prior_counts=PRIOR) as r:
+        with StreamReader(_PATH, prior_counts=PRIOR, context=CONTEXT) as r:
             r.group_sizes()
             for _ in r:
                 pass
@@ -89,13 +102,15 @@ def _seeds(target: str) -> str:
     if target == "reader":
         from semcodec.bitstream import GroupRecord, StreamHeader, StreamWriter
         rng = np.random.default_rng(0)
-        for mode in ("adaptive", "prior", "fixed"):
+        for mode, version in [(m, 2) for m in ("adaptive", "prior", "fixed", "context")] + \
+                [(m, 1) for m in ("adaptive", "prior", "fixed")]:
             h = StreamHeader(model_name="tiny", model_hash="0" * 64, src_fps=25.0, src_width=96, src_height=64,
                              src_frames=20, semantic_fps=6.0, semantic_frames=5, scaled_height=32, scaled_width=48,
                              padded_height=32, padded_width=48, group=4, overlap=1, iframe_tokens=8,
-                             pframe_tokens=4, codebook_size=64, n_groups=2, entropy_mode=mode)
-            p = os.path.join(folder, f"{mode}.bin")
-            with StreamWriter(p, h, prior_counts=PRIOR) as w:
+                             pframe_tokens=4, codebook_size=64, n_groups=2, entropy_mode=mode,
+                             entropy_params={"link": 2} if mode == "context" else {})
+            p = os.path.join(folder, f"{mode}{version}.bin")
+            with StreamWriter(p, h, prior_counts=PRIOR, context=CONTEXT, version=version) as w:
                 w.write_group(GroupRecord(0, 0, 4, rng.integers(0, 64, 20)))
                 w.write_group(GroupRecord(1, 3, 2, rng.integers(0, 64, 12)))
             with open(p, "rb") as f:
