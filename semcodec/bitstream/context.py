@@ -467,26 +467,15 @@ class ContextCoder:
     def decode(self, payload: bytes, valid: int, link: list[np.ndarray] | None) -> np.ndarray:
         """The group's token ids (int64); ``PayloadError`` if the payload does not decode to
         exactly them with nothing left over."""
-        import constriction
-        from .entropy import PayloadError
-        if len(payload) % 4:
-            raise PayloadError(f"payload has {len(payload)} bytes, not a whole number of 32-bit words")
-        words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
-        if len(words) and words[-1] == 0:
-            raise PayloadError("payload ends in a zero word")
+        from .entropy import ans_decode
         lay = self.layout
         frames = [np.full(lay.lattice(f), -1, dtype=np.int64) for f in range(valid)]
-        try:
-            coder = constriction.stream.stack.AnsCoder(words)
+
+        def draw(coder):
             for f, rr, cc in lay.order(valid):
                 frames[f][rr, cc] = np.asarray(coder.decode(_FAMILY(), self._rows(frames, f, rr, cc, link)),
                                                dtype=np.int64)
-            empty = coder.is_empty() and coder.num_words() == 0
-        except (ValueError, RuntimeError, OverflowError) as e:      # defensive: never leak these
-            raise PayloadError(f"payload does not decode ({e})") from None
-        if not empty:
-            raise PayloadError("payload does not decode to exactly the expected tokens "
-                               "(data left over after the last token)")
+        ans_decode(payload, draw)
         return np.concatenate([fr.ravel() for fr in frames])
 
 

@@ -63,6 +63,27 @@ class PayloadError(SemcodecError, ValueError):
     completes with the file name and group number."""
 
 
+def ans_decode(payload: bytes, draw):
+    """``draw(coder)`` on an ANS decoder over ``payload`` (little-endian 32-bit words, as the
+    encoders write them); its result. PayloadError for a malformed payload, any decoder fault
+    (never leaked as constriction's) or data left over after the last token."""
+    if len(payload) % 4:
+        raise PayloadError(f"payload has {len(payload)} bytes, not a whole number of 32-bit words")
+    words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+    if len(words) and words[-1] == 0:
+        raise PayloadError("payload ends in a zero word")
+    try:
+        coder = constriction.stream.stack.AnsCoder(words)
+        out = draw(coder)
+        empty = coder.is_empty() and coder.num_words() == 0
+    except (ValueError, RuntimeError, OverflowError) as e:
+        raise PayloadError(f"payload does not decode ({e})") from None
+    if not empty:
+        raise PayloadError("payload does not decode to exactly the expected tokens "
+                           "(data left over after the last token)")
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # integer probability rule
 # --------------------------------------------------------------------------------------------
@@ -352,27 +373,15 @@ class TokenCoder:
         to exactly ``n`` tokens with no data left over."""
         if self.mode == "fixed":
             return unpack_fixed(payload, n, self.bits, self.k)
-        if len(payload) % 4:
-            raise PayloadError(f"payload has {len(payload)} bytes, not a whole number of 32-bit words")
-        words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
-        if len(words) and words[-1] == 0:
-            raise PayloadError("payload ends in a zero word")
-        try:
-            coder = constriction.stream.stack.AnsCoder(words)
+        def draw(coder):
             if self.mode == "prior":
-                out = np.asarray(coder.decode(self._static, n), dtype=np.int64)
-            else:
-                out = np.empty(n, dtype=np.int64)
-                b, c = self.block, self._c0.copy()
-                for s in range(0, n, b):
-                    model = self._first if s == 0 else _model(quantize_counts(c))
-                    m = min(b, n - s)
-                    out[s:s + m] = coder.decode(model, m)
-                    self._update(c, out[s:s + m])
-            empty = coder.is_empty() and coder.num_words() == 0
-        except (ValueError, RuntimeError, OverflowError) as e:      # defensive: never leak these
-            raise PayloadError(f"payload does not decode ({e})") from None
-        if not empty:
-            raise PayloadError("payload does not decode to exactly the expected tokens "
-                               "(data left over after the last token)")
-        return out
+                return np.asarray(coder.decode(self._static, n), dtype=np.int64)
+            out = np.empty(n, dtype=np.int64)
+            b, c = self.block, self._c0.copy()
+            for s in range(0, n, b):
+                model = self._first if s == 0 else _model(quantize_counts(c))
+                m = min(b, n - s)
+                out[s:s + m] = coder.decode(model, m)
+                self._update(c, out[s:s + m])
+            return out
+        return ans_decode(payload, draw)
