@@ -1,7 +1,7 @@
 """Text to video, scored: the evaluator's table on held-out prompts of the world's test split.
 
-``python -m bench.t2v [--lm lm-world] [--prompts 24] [--seconds 4] [--cfg 1 6.5] [--renderer direct ...]
-[--out results/t2v.json] [--grid docs/t2v.png]``
+``python -m bench.t2v [--lm lm-world] [--prompts 24] [--seconds 4] [--cfg 1 6.5] [--renderer direct diffusion]
+[--steps K] [--out results/t2v.json] [--grid docs/t2v.png]``
 
 Prompts: scenes of the world's **test** split (never seen in training), three sets of
 ``--prompts`` each, captioned as ``semcodec.data.world`` does:
@@ -83,6 +83,7 @@ def main(argv=None) -> dict:
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--cfg", type=float, nargs="+", default=[1.0, 6.5])
     p.add_argument("--renderer", nargs="+", default=["direct"])
+    p.add_argument("--steps", type=int, default=None, help="sampler steps of a diffusion renderer (default: its own)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=8, help="prompts sampled together")
     p.add_argument("--threads", type=int, default=2)
@@ -102,6 +103,8 @@ def main(argv=None) -> dict:
     results, speed, last = {}, {}, {}
     for renderer in a.renderer:
         t2v = TextToVideo.load(a.lm, renderer=renderer)
+        if a.steps is not None and t2v.renderer is not None:
+            t2v.renderer.steps = a.steps
         for cfg in a.cfg:
             key = f"{renderer} cfg {cfg:g}"
             t0, secs = time.perf_counter(), 0.0

@@ -133,19 +133,24 @@ class TextToVideo:
                 progress()
         return rows
 
-    def render(self, groups: list[np.ndarray], seconds: float, progress=None) -> np.ndarray:
-        """One prompt's groups -> ``T x H x W x 3`` uint8 frames (overlaps cross-faded)."""
+    def render(self, groups: list[np.ndarray], seconds: float, progress=None, prompt: str | None = None) -> np.ndarray:
+        """One prompt's groups -> ``T x H x W x 3`` uint8 frames (overlaps cross-faded). A renderer
+        draws the groups in order, each after the first keeping the previous one's last frames
+        (its clean prefix), conditioned on ``prompt`` where it reads text."""
         from semcodec.gop import crossfade
         plan = self.plan(seconds)
         h, w = self.codec.config.frame_size
+        if self.renderer is not None:
+            if hasattr(self.renderer, "set_prompt"):
+                self.renderer.set_prompt(prompt)
+            self.renderer.reset()
         outs = []
         for g, codes in zip(plan, groups):
             if self.renderer is None:
-                f = self.codec.decode_group(np.asarray(codes), (h, w))[:g.valid]
-                f = ((f.clamp(-1, 1) + 1) * 127.5).numpy()
+                f = self.codec.decode_group(np.asarray(codes), (h, w))
             else:
-                f = np.asarray(self.renderer(codes, g.valid), np.float64)
-            outs.append(f)
+                f = self.renderer.decode_group(np.asarray(codes), (h, w))
+            outs.append(((f[:g.valid].clamp(-1, 1) + 1) * 127.5).numpy())
             if progress:
                 progress()
         video = crossfade(plan, outs, self.codec.config.overlap)
@@ -171,7 +176,7 @@ class TextToVideo:
         out = []
         with tqdm(total=n * len(prompts), desc="frames", unit="group", disable=not bars, leave=False) as bar:
             for p, groups in zip(prompts, toks):
-                out.append(Clip(p, self.render(groups, seconds, progress=bar.update), self.fps, groups))
+                out.append(Clip(p, self.render(groups, seconds, progress=bar.update, prompt=p), self.fps, groups))
         return out
 
 

@@ -125,3 +125,33 @@ def test_seam_continuity_sees_a_jump_at_a_seam():
     jump[6:] += 50                                     # a cut where group 1 takes over
     r = seam_continuity(np.clip(jump, 0, 255).astype(np.uint8), plan, 2)
     assert r["within"] == 1.0 and r["seam"] == pytest.approx((51 + 5 * 1) / 6) and r["ratio"] > 9
+
+
+def test_diffusion_renderer_draws_the_groups_conditioned_on_the_prompt(models, tmp_path):
+    """--renderer diffusion: each group drawn by the renderer (the prompt as its text), the video of
+    the requested length, the same seed the same video, another prompt another video."""
+    pytest.importorskip("diffusers")
+    from generation.diffusion import RendererModel
+    from generation.diffusion.checkpoint import save_renderer
+    from generation.diffusion.config import get_preset
+    from generation.diffusion.render import load_renderer
+    from generation.t2v import TextToVideo
+    from test_diffusion import randomised
+    base = TextToVideo.load(models[1])
+    c = base.codec.config
+    H, W = c.frame_size
+    cfg = get_preset("tiny").replace(frame_size=(H, W), group=c.group, overlap=c.overlap, feature_dim=c.feature_dim,
+                                     feature_grid=(H // c.patch, W // c.patch), codec=c.name,
+                                     codec_hash=base.codec.content_hash)
+    torch.manual_seed(0)
+    save_renderer(randomised(RendererModel(cfg, control=True), std=0.2), tmp_path / "r.safetensors")
+    t2v = TextToVideo(base.lm, base.codec, load_renderer(base.codec, str(tmp_path / "r.safetensors"), steps=2),
+                      base.guidance)
+    a = t2v.generate_many(["a small red circle moves left"], seconds=2.0, seed=3)[0]
+    assert a.frames.shape == (12, H, W, 3) and a.frames.dtype == np.uint8
+    assert np.array_equal(t2v.generate("a small red circle moves left", seconds=2.0, seed=3), a.frames)
+    other = t2v.render(a.groups, 2.0, prompt="a large blue star on a stripes background")
+    assert not np.array_equal(other, a.frames)                       # the renderer reads the prompt
+    assert np.array_equal(t2v.render(a.groups, 2.0, prompt="a small red circle moves left"), a.frames)
+    direct = base.render(a.groups, 2.0)
+    assert not np.array_equal(direct, a.frames)

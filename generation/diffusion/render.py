@@ -44,15 +44,23 @@ class DiffusionRenderer:
         self.seed, self.sampler, self.device = int(seed), sampler or cfg.sampler, torch.device(device)
         self.guidance = cfg.guidance if guidance is None else float(guidance)
         self.scale = cfg.scale              # semcodec draws our frames at scale x its model size
+        self._encoder = None
+        self.set_prompt(prompt)
+        self.on_step: Callable[[], None] | None = None
+        self.reset()
+
+    def set_prompt(self, prompt: str | None) -> None:
+        """Condition what follows on ``prompt`` (classifier-free guidance at ``self.guidance``), or,
+        with ``None``, on the null text without guidance (a decode: streams carry no caption)."""
+        cfg = self.cfg
         if prompt:
-            from generation.lm.text import get_text_encoder
-            enc = get_text_encoder(cfg.text_encoder, cfg.max_text_tokens)
-            self.text = pad_text(enc.encode([prompt]), cfg.text_dim)
+            if self._encoder is None:
+                from generation.lm.text import get_text_encoder
+                self._encoder = get_text_encoder(cfg.text_encoder, cfg.max_text_tokens)
+            self.text = pad_text(self._encoder.encode([prompt]), cfg.text_dim)
             self.uncond = null_text(1, cfg.text_dim)
         else:
             self.text, self.uncond = null_text(1, cfg.text_dim), None
-        self.on_step: Callable[[], None] | None = None
-        self.reset()
 
     def reset(self) -> None:
         self._prev: torch.Tensor | None = None          # the previous group's frames, 1 x T x H x W x 3
