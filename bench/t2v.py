@@ -84,6 +84,8 @@ def main(argv=None) -> dict:
     p.add_argument("--cfg", type=float, nargs="+", default=[1.0, 6.5])
     p.add_argument("--renderer", nargs="+", default=["direct"])
     p.add_argument("--steps", type=int, default=None, help="sampler steps of a diffusion renderer (default: its own)")
+    p.add_argument("--plausibility", type=float, default=None,
+                   help="guided codes below this fraction of the prompt's most likely code are never drawn")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=8, help="prompts sampled together")
     p.add_argument("--threads", type=int, default=2)
@@ -105,6 +107,8 @@ def main(argv=None) -> dict:
         t2v = TextToVideo.load(a.lm, renderer=renderer)
         if a.steps is not None and t2v.renderer is not None:
             t2v.renderer.steps = a.steps
+        if a.plausibility is not None:
+            t2v.plausibility = a.plausibility
         for cfg in a.cfg:
             key = f"{renderer} cfg {cfg:g}"
             t0, secs = time.perf_counter(), 0.0

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_LM = "lm-world"
+PLAUSIBILITY = 0.0
 WORLD_NOTICE = ("notice: the shipped models know the procedural world only (coloured shapes moving on "
                 "plain or patterned backgrounds); this prompt names nothing of it")
 
@@ -66,6 +67,7 @@ class TextToVideo:
         self.lm, self.codec, self.renderer = lm, codec, renderer
         self.size = tuple(size) if size else tuple(codec.config.frame_size)   # output H x W
         self.guidance = guidance         # the default CFG scale: the LM's measured best, else the paper's
+        self.plausibility = PLAUSIBILITY  # guided codes kept to those the prompt itself finds plausible
         c = codec.config
         v = lm.config
         if (v.iframe_tokens, v.pframe_tokens, v.group, v.codebook_size) != \
@@ -126,6 +128,7 @@ class TextToVideo:
             frames = (plan[1].stop if len(plan) > 1 else g.valid) if g.index == 0 else \
                 plan[g.index - 1].valid + g.valid - ov
             out = sample(self.lm, prompts, valids=[g.valid], cfg_scale=cfg, motion=motion, frames=frames,
+                         cfg_plausibility=self.plausibility,
                          seed=[seed + 1009 * g.index + r for r in range(len(prompts))], prefix_groups=prefix)
             for r, groups in enumerate(out.groups):
                 rows[r].append(groups[-1])

@@ -79,6 +79,15 @@ def test_guidance_combines_cond_and_uncond_logits(lm, monkeypatch):
     calls.clear()
     sample(lm, PROMPTS[:2], valids=[1], seed=0, cfg_scale=1.0)
     assert calls[0].shape[0] == 2                                       # no guidance: conditional rows only
+    calls.clear()
+    seen.clear()
+    sample(lm, PROMPTS[:2], valids=[1], seed=0, cfg_scale=4.0, cfg_plausibility=0.1)
+    c, u = calls[0][:2], calls[0][2:]
+    p = torch.softmax(c, -1)
+    keep = p >= 0.1 * p.max(-1, keepdim=True).values                   # the prompt's own candidates
+    assert 0 < keep.sum() < keep.numel()
+    assert torch.allclose(seen[0][keep], (u + 4.0 * (c - u))[keep], atol=1e-5)
+    assert torch.isinf(seen[0][~keep]).all()
 
 
 def test_prefix_groups_and_codes_are_kept(lm):

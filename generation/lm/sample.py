@@ -12,7 +12,8 @@
 - Guidance: the conditional and unconditional rows of every prompt run in one batch; the
   unconditional row's text is the learned null vector repeated over the prompt's length (the
   micro-conditions are kept, as in the release). Logits ``u + s (c - u)``, ``s = cfg_scale``
-  (6.5 by default, the paper's; 1 runs the conditional rows alone).
+  (6.5 by default, the paper's; 1 runs the conditional rows alone), optionally restricted to the
+  codes the conditional rows find plausible (``cfg_plausibility``, as contrastive decoding does).
 - Then ``temperature`` (1; 0 is greedy), optional ``top_k`` / ``top_p``, and one uniform draw per
   row and sampled position from that row's own generator (``seed + row``, or a list of seeds),
   inverted through the cumulative distribution in float64: a row's tokens depend on its seed
@@ -126,15 +127,18 @@ def _pick(logits: torch.Tensor, gens, temperature: float, top_k, top_p) -> torch
 def generate(model: TokenLM, prompts=None, *, text_states=None, text_encoder=None, valids=None, frames=None,
              motion=None, cfg_scale: float = 6.5, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, seed=0, use_cache: bool = True, prefix_groups=None, prefix_codes=None,
-             result: dict | None = None):
+             cfg_plausibility: float = 0.0, result: dict | None = None):
     """Sample one sequence per prompt; yield a :class:`Group` per row as each group completes.
 
     ``prompts``: B strings (encoded by ``text_encoder``, default the model's), or ``text_states``:
     B tensors ``n_i x text_dim``. ``valids``: frames of each generated group (default one full
     group). ``frames``: the frame-count micro-condition (int or B values; default the frames of
     the sequence); ``motion``: the motion score (float, B values, or None for the null
-    embedding). ``seed``: an int (row r uses ``seed + r``) or B ints. ``result``: a dict that
-    receives ``ids`` (B x L LongTensor) at the end.
+    embedding). ``seed``: an int (row r uses ``seed + r``) or B ints. ``cfg_plausibility``: with
+    guidance, codes whose conditional probability is below this fraction of the most likely code's
+    are never drawn (guidance then sharpens the prompt's own candidates instead of lifting codes
+    the prompt finds implausible; 0: off). ``result``: a dict that receives ``ids`` (B x L
+    LongTensor) at the end.
     """
     model.eval()
     text = _encode(model, prompts, text_states, text_encoder)
@@ -191,6 +195,9 @@ def generate(model: TokenLM, prompts=None, *, text_states=None, text_encoder=Non
                 if guided:
                     c, u = logits[:B], logits[B:]
                     logits = u + cfg_scale * (c - u)
+                    if cfg_plausibility > 0:
+                        logits = logits.masked_fill(c < c.max(-1, keepdim=True).values
+                                                    + float(np.log(cfg_plausibility)), float("-inf"))
                 ids[:, j] = _pick(logits, gens, temperature, top_k, top_p)
             g = ends.get(j)
             if g is not None:
