@@ -92,6 +92,34 @@ def test_checkpoint_is_verified(setup, tmp_path):
         load_renderer_checkpoint(setup["codec"])
 
 
+def test_int8_checkpoint_is_a_quarter_and_renders_alike(setup, tmp_path):
+    """int8 shipping: matrices within half a step of their row's scale, a quarter of float32's
+    bytes for the matrices, the same renderer output to a few levels."""
+    from generation.diffusion.checkpoint import save_renderer
+    from test_diffusion import inputs, randomised
+    full = load_renderer_checkpoint(setup["stage2"]).model
+    randomised(full, std=0.1)
+    save_renderer(full, tmp_path / "f32.safetensors")
+    save_renderer(full, tmp_path / "i8.safetensors", dtype=torch.int8)
+    raw = load_file(str(tmp_path / "i8.safetensors"))
+    assert torch.int8 in {v.dtype for v in raw.values()} and torch.float32 not in {v.dtype for v in raw.values()}
+    small = load_renderer_checkpoint(tmp_path / "i8.safetensors").model
+    ref = full.state_dict()
+    for k, v in small.state_dict().items():
+        w = ref[k].float()
+        if w.ndim >= 2:
+            step = w.reshape(w.shape[0], -1).abs().amax(1) / 127
+            err = (v.reshape(v.shape[0], -1) - w.reshape(w.shape[0], -1)).abs().amax(1)
+            assert (err <= step * 0.5 + 2e-3 * step + 1e-6).all(), k
+    m8 = sum(v.numel() for v in raw.values() if v.dtype == torch.int8)
+    assert m8 > 0.8 * sum(v.numel() for v in raw.values())
+    lat, t, text, mask, feats = inputs(full.cfg)
+    with torch.no_grad():
+        a = full(lat, t, text, mask, full.semantic(feats))
+        b = small(lat, t, text, mask, small.semantic(feats))
+    assert (a - b).abs().max() < 0.05 * a.abs().max()
+
+
 def test_stage2_needs_a_backbone(setup, tmp_path):
     with pytest.raises(SystemExit, match="--stage 2 needs --backbone"):
         train_main(["--data", str(setup["pairs"]), "--out", str(tmp_path / "x"), "--stage", "2", "--steps", "1"])

@@ -86,7 +86,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--ckpt-every", type=int, default=500)
     p.add_argument("--max-minutes", type=float, default=0, help="stop (with a checkpoint) after this long")
-    p.add_argument("--ship-dtype", choices=["float16", "bfloat16"], help="also write final-DTYPE.safetensors")
+    p.add_argument("--ship-dtype", choices=["float16", "bfloat16", "int8"],
+                   help="also write final-DTYPE.safetensors (int8: per-row int8 matrices, a quarter of float32)")
     p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: leave)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
