@@ -140,10 +140,11 @@ def main(argv=None) -> dict:
         targets = [s for _, s in pairs]
         mism = evaluate([c.frames for c in last[name]], targets[1:] + targets[:1], last[name][0].fps)
         print(f"\n{name} ({len(pairs)} prompts)")
-        print(f"{'dimension':<14}" + "".join(f"{k:>16}" for k in keys) + f"{'mismatched':>12}{'chance':>9}")
+        wd = [max(16, len(k) + 2) for k in keys]
+        print(f"{'dimension':<14}" + "".join(f"{k:>{w}}" for k, w in zip(keys, wd)) + f"{'mismatched':>12}{'chance':>9}")
         for d in DIMENSIONS:
             vals = [results[name, k].scores[d] for k in keys] + [mism.scores[d], chance.get(d)]
-            print(f"{d:<14}" + "".join(f"{'-' if v is None else f'{100 * v:.1f}%':>16}" for v in vals[:-2])
+            print(f"{d:<14}" + "".join(f"{'-' if v is None else f'{100 * v:.1f}%':>{w}}" for v, w in zip(vals[:-2], wd))
                   + "".join(f"{'-' if v is None else f'{100 * v:.1f}%':>{w}}" for v, w in zip(vals[-2:], (12, 9))))
             for k, v in zip(keys + ["mismatched", "chance"], vals):
                 entries.append({"set": name, "setting": k, "dimension": d, "score": None if v is None else round(v, 4),

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_LM = "lm-world"
-PLAUSIBILITY = 0.0
+PLAUSIBILITY = 0.1               # guided sampling keeps to the prompt's plausible codes (docs/generation.md)
 WORLD_NOTICE = ("notice: the shipped models know the procedural world only (coloured shapes moving on "
                 "plain or patterned backgrounds); this prompt names nothing of it")
 

@@ -142,3 +142,29 @@ def test_pairs_at_another_scale_are_refused(setup, tmp_path):
     with pytest.raises(SystemExit, match=r"holds frames at 1 x the coded size, the world preset draws at 2 x: "
                                          r"rebuild the pairs with --scale 2"):
         train_main(["--data", str(setup["pairs"]), "--out", str(tmp_path / "x"), "--preset", "world", "--steps", "1"])
+
+
+def test_world_source_pairs_match_the_written_clips(setup, tmp_path):
+    """world:train renders the split's clips directly: the same groups, captions and (up to the
+    video file's lossy coding) frames as the clips `semcodec dataset synth --split train` writes;
+    the same bytes from one or two rendering processes."""
+    from semcodec.data import synth
+    from semcodec.zoo import load_model
+    from generation.diffusion.data import build_pairs
+    fps = load_model(str(setup["codec"]), "cpu").config.fps
+    synth.write_clips(2, tmp_path / "clips", frames=10, size=(128, 192), fps=fps, split="train")
+    build_pairs([tmp_path / "clips"], tmp_path / "from-files", setup["codec"])
+    build_pairs(["world:train"], tmp_path / "direct", setup["codec"], max_clips=2, world_frames=10)
+    build_pairs(["world:train"], tmp_path / "two", setup["codec"], max_clips=2, world_frames=10, workers=2)
+    a, b = PairDataset(tmp_path / "from-files"), PairDataset(tmp_path / "direct")
+    assert len(a) == len(b) > 2 and a.captions == b.captions
+    for i in range(len(a)):
+        x, y = a[i], b[i]
+        assert x["valid"] == y["valid"] and x["frames"].shape == y["frames"].shape
+        assert (x["frames"].float() - y["frames"].float()).abs().mean() < 4
+    one, two = (load_file(str(tmp_path / d / "shard-00000.safetensors")) for d in ("direct", "two"))
+    assert all(torch.equal(one[k], two[k]) for k in one)
+    with pytest.raises(ValueError, match="unknown world split 'nope'"):
+        build_pairs(["world:nope"], tmp_path / "x", setup["codec"], max_clips=1)
+    with pytest.raises(ValueError, match="needs --max-clips"):
+        build_pairs(["world:train"], tmp_path / "y", setup["codec"])

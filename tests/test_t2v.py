@@ -68,7 +68,8 @@ def test_later_groups_continue_their_predecessor(t2v):
     plan = t2v.plan(2.0)
     g = plan[2]
     again = sample(t2v.lm, ["a yellow square bounces"], valids=[g.valid], prefix_groups=[[rows[0][1]]],
-                   frames=plan[1].valid + g.valid - t2v.codec.config.overlap, seed=[7 + 1009 * 2])
+                   frames=plan[1].valid + g.valid - t2v.codec.config.overlap, seed=[7 + 1009 * 2],
+                   cfg_scale=t2v.guidance, cfg_plausibility=t2v.plausibility)
     assert np.array_equal(again.groups[0][-1], rows[0][2])
 
 

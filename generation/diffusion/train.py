@@ -103,9 +103,9 @@ def data_fields(ds: PairDataset, codec) -> dict:
             "feature_grid": (H // s // c.patch, W // s // c.patch), "codec": c.name, "codec_hash": codec.content_hash}
 
 
-def load_codec(args, ds: PairDataset):
+def load_codec(args, ds: PairDataset, device="cpu"):
     from semcodec.codec import Codec
-    codec = Codec.load(args.codec or ds.meta["codec"]["path"], "cpu")
+    codec = Codec.load(args.codec or ds.meta["codec"]["path"], device)
     if codec.content_hash != ds.codec_hash:
         raise SystemExit(f"the codec {args.codec or ds.meta['codec']['path']} ({codec.content_hash[:12]}) is not the "
                          f"one that made {args.data} ({ds.codec_hash[:12]})")
@@ -153,7 +153,7 @@ def features_of(codec, items: list[dict], group: int, grid: tuple[int, int]) -> 
     out = []
     with torch.no_grad():
         for it in items:
-            f = codec.model.tokenizer.decode(it["tokens"][None], grid)
+            f = codec.model.tokenizer.decode(it["tokens"][None].to(codec.device), grid)
             out.append(pad_frames(f, group)[0])
     return torch.stack(out).float()
 
@@ -239,7 +239,7 @@ def train(args) -> Path:
         raise SystemExit(str(e)) from None
     if len(ds) == 0:
         raise SystemExit(f"{args.data} holds no groups")
-    codec = load_codec(args, ds)
+    codec = load_codec(args, ds, dev)
     ck = find_checkpoint(out)
     torch.manual_seed(args.seed)
     model = build_model(args, ds, codec, ck).to(dev)
