@@ -78,8 +78,16 @@ def test_resume_after_sigkill_is_exact(tmp_path, data):
     assert _log(ref)[-1]["loss"] < _log(ref)[0]["loss"]
 
 
-def _torchrun(data, out, port, *extra, steps=4):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
+def _free_port() -> int:
+    """A port no one holds now (a fixed one can still be held by an earlier run's rendezvous)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(data, out, *extra, steps=4):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
            "-m", "generation.lm.train", "--data", str(data), "--out", str(out), "--preset", "lm-tiny",
            "--steps", str(steps), "--batch", "2", "--warmup", "1", "--ckpt-every", "2", "--log-every", "1",
            "--threads", "1", *extra]
@@ -91,7 +99,7 @@ def _torchrun(data, out, port, *extra, steps=4):
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory, data):
     out = tmp_path_factory.mktemp("ddp") / "ddp"
-    _torchrun(data, out, 29531)
+    _torchrun(data, out)
     return out
 
 
@@ -105,8 +113,8 @@ def test_fsdp_matches_ddp_and_resumes(tmp_path, data, ddp_run):
     """--fsdp (sharded parameters, gradients and optimizer state) trains the same model as DDP, and
     resumes from its gathered checkpoint."""
     out = tmp_path / "fsdp"
-    _torchrun(data, out, 29533, "--fsdp", steps=2)
-    r = _torchrun(data, out, 29535, "--fsdp", steps=4)
+    _torchrun(data, out, "--fsdp", steps=2)
+    r = _torchrun(data, out, "--fsdp", steps=4)
     assert f"resuming {out} at step 2" in r.stderr
     assert [row["loss"] for row in _log(out)] == pytest.approx([row["loss"] for row in _log(ddp_run)], rel=1e-4)
     a, b = load_file(str(out / "final.safetensors")), load_file(str(ddp_run / "final.safetensors"))
