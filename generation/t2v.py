@@ -136,16 +136,19 @@ class TextToVideo:
                 progress()
         return rows
 
-    def render(self, groups: list[np.ndarray], seconds: float, progress=None, prompt: str | None = None) -> np.ndarray:
+    def render(self, groups: list[np.ndarray], seconds: float, progress=None, prompt: str | None = None,
+               seed: int = 0) -> np.ndarray:
         """One prompt's groups -> ``T x H x W x 3`` uint8 frames (overlaps cross-faded). A renderer
         draws the groups in order, each after the first keeping the previous one's last frames
-        (its clean prefix), conditioned on ``prompt`` where it reads text."""
+        (its clean prefix), conditioned on ``prompt`` where it reads text, its noise from ``seed``."""
         from semcodec.gop import crossfade
         plan = self.plan(seconds)
         h, w = self.codec.config.frame_size
         if self.renderer is not None:
             if hasattr(self.renderer, "set_prompt"):
                 self.renderer.set_prompt(prompt)
+            if hasattr(self.renderer, "seed"):
+                self.renderer.seed = int(seed)
             self.renderer.reset()
         outs = []
         for g, codes in zip(plan, groups):
@@ -178,8 +181,9 @@ class TextToVideo:
             toks = self.tokens(prompts, seconds, cfg, motion, seed, progress=bar.update)
         out = []
         with tqdm(total=n * len(prompts), desc="frames", unit="group", disable=not bars, leave=False) as bar:
-            for p, groups in zip(prompts, toks):
-                out.append(Clip(p, self.render(groups, seconds, progress=bar.update, prompt=p), self.fps, groups))
+            for r, (p, groups) in enumerate(zip(prompts, toks)):
+                out.append(Clip(p, self.render(groups, seconds, progress=bar.update, prompt=p, seed=seed + r),
+                                self.fps, groups))
         return out
 
 

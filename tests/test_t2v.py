@@ -151,8 +151,9 @@ def test_diffusion_renderer_draws_the_groups_conditioned_on_the_prompt(models, t
     a = t2v.generate_many(["a small red circle moves left"], seconds=2.0, seed=3)[0]
     assert a.frames.shape == (12, H, W, 3) and a.frames.dtype == np.uint8
     assert np.array_equal(t2v.generate("a small red circle moves left", seconds=2.0, seed=3), a.frames)
-    other = t2v.render(a.groups, 2.0, prompt="a large blue star on a stripes background")
+    other = t2v.render(a.groups, 2.0, prompt="a large blue star on a stripes background", seed=3)
     assert not np.array_equal(other, a.frames)                       # the renderer reads the prompt
-    assert np.array_equal(t2v.render(a.groups, 2.0, prompt="a small red circle moves left"), a.frames)
+    assert np.array_equal(t2v.render(a.groups, 2.0, prompt="a small red circle moves left", seed=3), a.frames)
+    assert not np.array_equal(t2v.render(a.groups, 2.0, prompt="a small red circle moves left", seed=4), a.frames)
     direct = base.render(a.groups, 2.0)
     assert not np.array_equal(direct, a.frames)
