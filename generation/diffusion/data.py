@@ -91,7 +91,7 @@ def world_clips(spec: str, n: int, frames: int, fps: float, size=(128, 192)) -> 
     """``world:SPLIT`` -> the first ``n`` clips of that split of the captioned world, as
     ``semcodec dataset synth --split SPLIT`` would write them."""
     from semcodec.data.world import split_seeds, world_record
-    split = spec.split(":", 1)[1] if ":" in spec else "train"
+    split = spec.split(":", 1)[1]
     if split not in ("train", "val", "test"):
         raise ValueError(f"unknown world split {split!r} (train, val, test)")
     recs = [world_record(i, s, frames, size, fps) for i, s in enumerate(split_seeds(split, n))]
@@ -103,12 +103,11 @@ def build_pairs(sources, out, model, captions=None, shard_groups: int = 512, max
     """Write the pairs folder ``out``; returns its meta. A source ``world:SPLIT`` renders
     ``max_clips`` clips of ``world_frames`` frames of that split of the world directly (in
     ``workers`` processes; the tokenizer codes them on ``device``)."""
-    from safetensors.numpy import save_file
     from semcodec.codec import Codec
     from semcodec.zoo import load_model
     srcs = [str(s) for s in sources]
     videos = pool = None
-    if len(srcs) == 1 and srcs[0].startswith("world"):
+    if len(srcs) == 1 and srcs[0].startswith("world:"):       # (a folder may well be called world/...)
         if not max_clips:
             raise ValueError("a world:SPLIT source needs --max-clips (how many clips to render)")
         clips = world_clips(srcs[0], max_clips, world_frames, load_model(model, "cpu").config.fps)
@@ -124,7 +123,15 @@ def build_pairs(sources, out, model, captions=None, shard_groups: int = 512, max
             captions = found[0] if len(found) == 1 else None
         clips, _ = make_clips(srcs, captions)
         clips = clips[:max_clips] if max_clips else clips
-    codec = Codec.load(model, device)
+    try:
+        return _write_pairs(clips, videos, out, Codec.load(model, device), model, shard_groups, log, scale)
+    finally:
+        if pool is not None:
+            pool.terminate()
+
+
+def _write_pairs(clips, videos, out, codec, model, shard_groups, log, scale) -> dict:
+    from safetensors.numpy import save_file
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     c = codec.config
@@ -160,8 +167,6 @@ def build_pairs(sources, out, model, captions=None, shard_groups: int = 512, max
         if log and (k + 1) % 50 == 0:
             log(f"{k + 1}/{len(clips)} clips, {n_groups} groups")
     flush()
-    if pool is not None:
-        pool.close()
     meta = {"format": FORMAT, "codec": {"name": c.name, "hash": codec.content_hash, "path": str(model)},
             "group": c.group, "overlap": c.overlap, "frame_size": [H, W], "scale": scale,
             "fps": codec.semantic_fps(None),
