@@ -170,6 +170,16 @@ def find_checkpoint(out: Path) -> Path | None:
     return None
 
 
+def past_time_limit(max_minutes: float, t_start: float, world: int) -> bool:
+    """Whether ``--max-minutes`` has run out, as rank 0 sees it (every rank stops at the same step)."""
+    out = bool(max_minutes) and (time.time() - t_start) > 60 * max_minutes
+    if world > 1:
+        flag = torch.tensor([float(out)])
+        dist.broadcast(flag, 0)
+        out = bool(flag.item())
+    return out
+
+
 def truncate_log(log: Path, step: int) -> None:
     if not log.exists():
         return
@@ -376,11 +386,7 @@ def train(args: TrainConfig) -> Path:
             emodel.load_state_dict(ema)
             with log.open("a") as f:
                 f.write(json.dumps({"step": step, **validate(emodel, val_clips)}) + "\n")
-        out_of_time = args.max_minutes and (time.time() - t_start) > 60 * args.max_minutes
-        if world > 1:
-            flag = torch.tensor([float(bool(out_of_time))])
-            dist.broadcast(flag, 0)
-            out_of_time = bool(flag.item())
+        out_of_time = past_time_limit(args.max_minutes, t_start, world)
         if step % args.ckpt_every == 0 or step == args.steps or out_of_time:
             if rank == 0:
                 save_run(out, step, model, ema, opt, cfg, args)

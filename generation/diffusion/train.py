@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -45,8 +43,10 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file
 
+from semcodec.atomic import atomic_dir
 from semcodec.checkpoint import atomic_save_file
-from semcodec.train import check_replicas, find_checkpoint, learning_rate, setup_dist, truncate_log
+from semcodec.train import (check_replicas, find_checkpoint, learning_rate, past_time_limit, setup_dist,
+                             truncate_log)
 
 from generation.lm.text import CachedTextEncoder, get_text_encoder
 from generation.lm.train import _seed, gather_state, load_optimizer, step_items
@@ -192,19 +192,11 @@ class DiffusionLoss(torch.nn.Module):
 
 def save_run(out: Path, step: int, model: RendererModel, gathered: tuple, args) -> None:
     _state, optim, meta = gathered
-    tmp = out / f".ckpt-{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_renderer(model, tmp / "model.safetensors", extra={"step": step})
-    atomic_save_file(optim, tmp / "optim.safetensors", meta)
-    (tmp / "state.json").write_text(json.dumps({"step": step, "args": vars(args), "config": model.cfg.to_dict(),
-                                                "stage": 2 if model.has_control else 1}, indent=1))
-    final, old = out / "ckpt", out / ".ckpt-old"
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)        # the rename is the commit point
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_dir(out / "ckpt") as tmp:
+        save_renderer(model, tmp / "model.safetensors", extra={"step": step})
+        atomic_save_file(optim, tmp / "optim.safetensors", meta)
+        (tmp / "state.json").write_text(json.dumps({"step": step, "args": vars(args), "config": model.cfg.to_dict(),
+                                                    "stage": 2 if model.has_control else 1}, indent=1))
 
 
 def plot_log(log: Path, png: Path) -> None:
@@ -304,11 +296,7 @@ def train(args) -> Path:
                 f.write(json.dumps(row) + "\n")
             acc = {k: 0 for k in acc}
             t_log = now
-        out_of_time = args.max_minutes and (time.time() - t_start) > 60 * args.max_minutes
-        if world > 1:
-            flag = torch.tensor([float(bool(out_of_time))])
-            dist.broadcast(flag, 0)
-            out_of_time = bool(flag.item())
+        out_of_time = past_time_limit(args.max_minutes, t_start, world)
         if step % args.ckpt_every == 0 or step == args.steps or out_of_time:
             gathered = gather_state(model, opt, False)
             if rank == 0:

@@ -30,8 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import shutil
 import sys
 import time
 from functools import lru_cache
@@ -42,8 +40,10 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from semcodec.atomic import atomic_dir
 from semcodec.checkpoint import atomic_save_file
-from semcodec.train import check_replicas, find_checkpoint, learning_rate, setup_dist, truncate_log
+from semcodec.train import (check_replicas, find_checkpoint, learning_rate, past_time_limit, setup_dist,
+                             truncate_log)
 
 from .checkpoint import lm_state, load_weights, save_lm
 from .layout import LMDataset
@@ -167,19 +167,11 @@ def load_optimizer(model: TokenLM, opt, path: Path) -> None:
 
 def save_run(out: Path, step: int, model: TokenLM, gathered: tuple, args) -> None:
     state, optim, meta = gathered
-    tmp = out / f".ckpt-{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_lm(model, tmp / "model.safetensors", extra={"step": step}, state=state)
-    atomic_save_file(optim, tmp / "optim.safetensors", meta)
-    (tmp / "state.json").write_text(json.dumps({"step": step, "args": vars(args), "config": model.config.to_dict()},
-                                               indent=1))
-    final, old = out / "ckpt", out / ".ckpt-old"
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)        # the rename is the commit point
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_dir(out / "ckpt") as tmp:
+        save_lm(model, tmp / "model.safetensors", extra={"step": step}, state=state)
+        atomic_save_file(optim, tmp / "optim.safetensors", meta)
+        (tmp / "state.json").write_text(json.dumps({"step": step, "args": vars(args),
+                                                    "config": model.config.to_dict()}, indent=1))
 
 
 def plot_log(log: Path, png: Path) -> None:
@@ -314,11 +306,7 @@ def train(args) -> Path:
             with log.open("a") as f:
                 f.write(json.dumps({"step": step, "val_bits_code": r["bits_code"],
                                     "val_bits_all": r["bits_all"]}) + "\n")
-        out_of_time = args.max_minutes and (time.time() - t_start) > 60 * args.max_minutes
-        if world > 1:
-            flag = torch.tensor([float(bool(out_of_time))])
-            dist.broadcast(flag, 0)
-            out_of_time = bool(flag.item())
+        out_of_time = past_time_limit(args.max_minutes, t_start, world)
         if step % args.ckpt_every == 0 or step == args.steps or out_of_time:
             gathered = gather_state(model, opt, args.fsdp)
             if rank == 0:
