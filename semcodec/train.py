@@ -17,6 +17,7 @@ and dead-code re-seeding uses a generator seeded by (seed, s), so no hidden RNG 
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -48,6 +49,26 @@ def setup_dist():
         rank, world = 0, 1
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return rank, world, dev
+
+
+def end_dist(world: int) -> None:
+    """Leave the process group together, once the caller has dropped its model and optimizer: the
+    garbage goes first, so that no gloo work handle (FSDP keeps some) outlives the group."""
+    if world > 1:
+        gc.collect()
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def exit_after_torchrun(status: int = 0) -> int:
+    """A trainer's last call. Under torchrun the process ends here without the interpreter's
+    teardown: a gloo thread that still frees a tensor then can abort a finished run (SIGABRT,
+    "terminate called without an active exception"), and torchrun would call the run failed."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
 
 
 # ------------------------------------------------------------------ data
@@ -402,9 +423,8 @@ def train(args: TrainConfig) -> Path:
         final.load_state_dict({k: v.cpu() for k, v in ema.items()})
         save_checkpoint(final, cfg, out / "final.safetensors", dtype=torch.float16, extra={"step": step},
                         name=model_name(args))
-    if world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
+    del ddp, model, opt
+    end_dist(world)
     return out
 
 
@@ -416,4 +436,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_after_torchrun(main()))

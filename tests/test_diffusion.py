@@ -199,6 +199,32 @@ def test_same_seed_same_sample(sampler):
     assert torch.isfinite(a).all()
 
 
+@pytest.mark.parametrize("sampler", ["dpm", "ddim"])
+def test_start_from_a_noised_init(sampler):
+    """strength < 1 (SDEdit): the first model call sees ``init`` noised by the scheduler to the step
+    ``steps`` before the end of a ``steps / strength`` schedule; ``steps`` model calls; the same seed
+    the same sample."""
+    cfg = get_preset("tiny")
+    m = randomised(RendererModel(cfg), std=0.02).eval()
+    seen = []
+    m.register_forward_pre_hook(lambda mod, args: seen.append((args[0].clone(), args[1].clone())))
+    lat, _, text, mask, _ = inputs(cfg, batch=1)
+    init = torch.randn(lat.shape, generator=torch.Generator().manual_seed(3)).clamp(-1, 1)
+    kw = dict(steps=3, sampler=sampler, init=init, strength=0.25)
+    a = sample_latent(m, lat.shape, text, mask, generator=torch.Generator().manual_seed(1), **kw)
+    first_x, first_t = seen[0]
+    sched = make_scheduler(cfg, sampler)
+    sched.set_timesteps(12)
+    t = sched.timesteps[12 - 3]
+    noise = torch.randn(lat.shape, generator=torch.Generator().manual_seed(1))
+    assert len(seen) == 3 and int(first_t[0]) == int(t)
+    assert torch.allclose(first_x, sched.add_noise(init, noise, t[None]), atol=1e-6)
+    b = sample_latent(m, lat.shape, text, mask, generator=torch.Generator().manual_seed(1), **kw)
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match=r"strength must be in \(0, 1\], got 0"):
+        sample_latent(m, lat.shape, text, mask, steps=3, generator=torch.Generator(), init=init, strength=0.0)
+
+
 def test_clean_prefix_is_kept():
     cfg = get_preset("tiny")
     m = randomised(RendererModel(cfg), std=0.02).eval()

@@ -19,6 +19,7 @@ from test_diffusion import one_torch_thread, tiny_setup  # noqa: E402,F401 (fixt
 from generation.diffusion.checkpoint import load_renderer_checkpoint  # noqa: E402
 from generation.diffusion.data import PairDataset  # noqa: E402
 from generation.diffusion.train import main as train_main  # noqa: E402
+from torchrun import torchrun  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -128,9 +129,9 @@ def test_stage2_needs_a_backbone(setup, tmp_path):
 @pytest.mark.slow         # two processes importing torch and diffusers: minutes on a busy 2-core machine
 def test_ddp_two_processes(setup, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29561",
-           "-m", "generation.diffusion.train", "--data", str(setup["pairs"]), "--out", str(out), "--stage", "2",
-           "--backbone", str(setup["stage1"]), "--steps", "2", "--batch", "1", "--log-every", "1", "--threads", "1"]
+    cmd = [*torchrun(), "-m", "generation.diffusion.train", "--data", str(setup["pairs"]), "--out", str(out),
+           "--stage", "2", "--backbone", str(setup["stage1"]), "--steps", "2", "--batch", "1", "--log-every", "1",
+           "--threads", "1"]
     r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     rep = json.loads((out / "replicas.json").read_text())

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from generation.lm import load_lm
 from lm_data import one_torch_thread, tiny_dataset  # noqa: F401 (fixture)
+from torchrun import torchrun
 
 STEPS = 10
 ARGS = ["--preset", "lm-tiny", "--steps", str(STEPS), "--batch", "4", "--warmup", "2", "--ckpt-every", "3",
@@ -78,17 +79,8 @@ def test_resume_after_sigkill_is_exact(tmp_path, data):
     assert _log(ref)[-1]["loss"] < _log(ref)[0]["loss"]
 
 
-def _free_port() -> int:
-    """A port no one holds now (a fixed one can still be held by an earlier run's rendezvous)."""
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _torchrun(data, out, *extra, steps=4):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
-           "-m", "generation.lm.train", "--data", str(data), "--out", str(out), "--preset", "lm-tiny",
+    cmd = [*torchrun(), "-m", "generation.lm.train", "--data", str(data), "--out", str(out), "--preset", "lm-tiny",
            "--steps", str(steps), "--batch", "2", "--warmup", "1", "--ckpt-every", "2", "--log-every", "1",
            "--threads", "1", *extra]
     r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)

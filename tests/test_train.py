@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from semcodec import load_checkpoint
+from torchrun import torchrun
 
 ARGS = ["--preset", "tiny", "--data", "synth", "--steps", "40", "--ckpt-every", "5", "--log-every", "1",
         "--lr", "1e-3", "--reseed-every", "7", "--threads", "1"]
@@ -66,9 +67,8 @@ def test_resume_after_sigkill_is_exact(tmp_path):
 
 def test_ddp_two_processes_keep_identical_replicas(tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
-           "-m", "semcodec.train", "--out", str(out), "--preset", "tiny", "--data", "synth", "--steps", "8",
-           "--ckpt-every", "4", "--reseed-every", "3", "--threads", "1"]
+    cmd = [*torchrun(), "-m", "semcodec.train", "--out", str(out), "--preset", "tiny", "--data", "synth",
+           "--steps", "8", "--ckpt-every", "4", "--reseed-every", "3", "--threads", "1"]
     r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     rep = json.loads((out / "replicas.json").read_text())

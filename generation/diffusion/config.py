@@ -58,6 +58,7 @@ class RendererConfig:
     # --- sampling defaults
     sampler: str = "dpm"               # "dpm" (DPM++ 2M, CogVideoXDPMScheduler) or "ddim"
     steps: int = 20
+    strength: float = 1.0              # < 1: start from the direct decode noised to this level (SDEdit)
     guidance: float = 6.0
     guidance_schedule: str = "dynamic"  # 1 + s (1 - cos(pi (i/N)^5)) / 2, or "constant"
     # --- the codec whose tokens it renders (name, content hash)
@@ -83,6 +84,8 @@ class RendererConfig:
             raise ValueError(f"unknown prediction {self.prediction!r}")
         if self.sampler not in ("dpm", "ddim") or self.guidance_schedule not in ("dynamic", "constant"):
             raise ValueError(f"unknown sampler {self.sampler!r} or guidance schedule {self.guidance_schedule!r}")
+        if not 0 < self.strength <= 1:
+            raise ValueError(f"strength must be in (0, 1], got {self.strength}")
         if self.scale < 1:
             raise ValueError(f"scale must be a positive integer, got {self.scale}")
         if not 0 <= self.overlap < self.group:

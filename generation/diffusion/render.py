@@ -35,7 +35,8 @@ class DiffusionRenderer:
     ``Codec.decode_group``; ``reset()`` before another stream; ``on_step`` is called per step."""
 
     def __init__(self, model, codec, steps: int | None = None, seed: int = 0, sampler: str | None = None,
-                 guidance: float | None = None, prompt: str | None = None, device="cpu"):
+                 guidance: float | None = None, prompt: str | None = None, strength: float | None = None,
+                 device="cpu"):
         cfg = model.cfg
         self.model, self.codec, self.cfg = model.to(device).eval(), codec, cfg
         self.steps = cfg.steps if steps is None else int(steps)
@@ -43,6 +44,9 @@ class DiffusionRenderer:
             raise RendererError(f"--steps must be at least 1, got {self.steps}")
         self.seed, self.sampler, self.device = int(seed), sampler or cfg.sampler, torch.device(device)
         self.guidance = cfg.guidance if guidance is None else float(guidance)
+        self.strength = cfg.strength if strength is None else float(strength)
+        if not 0 < self.strength <= 1:
+            raise RendererError(f"--strength must be in (0, 1], got {self.strength:g}")
         self.scale = cfg.scale              # semcodec draws our frames at scale x its model size
         self._encoder = None
         self.set_prompt(prompt)
@@ -72,19 +76,35 @@ class DiffusionRenderer:
         m = self.codec.model
         return m.tokenizer.decode(tokens[None].to(self.codec.device), m.grid_for(size)).float().to(self.device)
 
+    def direct(self, feats: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The tokenizer's own decode of ``feats`` (``1 x T x h x w x Cf``), resized to ``size``:
+        ``1 x T x H x W x 3`` in [-1, 1]."""
+        m = self.codec.model
+        video = m.features.render(feats.to(self.codec.device)).float().clamp(-1, 1).to(self.device)
+        B, T, h, w, _ = video.shape
+        if (h, w) != tuple(size):
+            x = video.reshape(B * T, h, w, 3).permute(0, 3, 1, 2)
+            x = torch.nn.functional.interpolate(x, size=tuple(size), mode="bicubic", align_corners=False)
+            video = x.permute(0, 2, 3, 1).reshape(B, T, *size, 3).clamp(-1, 1)
+        return video
+
     @torch.no_grad()
     def render(self, tokens, size: tuple[int, int], prefix: torch.Tensor | None = None) -> torch.Tensor:
         """One group coded at the model size ``size``: ids -> ``1 x T x H x W x 3`` in [-1, 1] with
-        ``H x W = scale x size``; ``prefix`` ``1 x k x H x W x 3``: its first ``k`` frames, kept."""
+        ``H x W = scale x size``; ``prefix`` ``1 x k x H x W x 3``: its first ``k`` frames, kept.
+        With ``strength`` below 1 the sampler starts from the direct decode, noised (SDEdit)."""
         cfg = self.cfg
         ids = torch.as_tensor(np.asarray(tokens, dtype=np.int64))
         feats = self.features(ids, size)
         size = (size[0] * self.scale, size[1] * self.scale)
         T = feats.shape[1]
         G = max(T, cfg.group)
+        s, st = cfg.space_to_depth, cfg.time_to_depth
+        init = None
+        if self.strength < 1:
+            init = to_latent(pad_frames(self.direct(feats, size), G)[:, :G], s, st)
         feats = pad_frames(feats, G)[:, :G]
         sem = self.model.semantic(feats) if self.model.has_control else None
-        s, st = cfg.space_to_depth, cfg.time_to_depth
         shape = (1, cfg.latent_frames(G), cfg.latent_channels, size[0] // s, size[1] // s)
         keep = prefix_lat = None
         if prefix is not None and prefix.shape[1]:
@@ -94,7 +114,8 @@ class DiffusionRenderer:
             keep = prefix_keep(cfg, G, k, size=tuple(size))
         lat = sample_latent(self.model, shape, self.text[0], self.text[1], sem, steps=self.steps, generator=self._gen,
                             sampler=self.sampler, guidance=self.guidance, schedule=cfg.guidance_schedule,
-                            uncond=self.uncond, prefix=prefix_lat, keep=keep, progress=self.on_step)
+                            uncond=self.uncond, prefix=prefix_lat, keep=keep, init=init, strength=self.strength,
+                            progress=self.on_step)
         return from_latent(lat, s, st, T).clamp(-1, 1).cpu()
 
     def decode_group(self, tokens, size: tuple[int, int]) -> torch.Tensor:

@@ -55,17 +55,28 @@ def sample_latent(model, shape, text, text_mask, sem=None, *, steps: int, genera
                   sampler: str | None = None, guidance: float = 1.0, schedule: str = "dynamic",
                   uncond: tuple[torch.Tensor, torch.Tensor] | None = None,
                   prefix: torch.Tensor | None = None, keep: torch.Tensor | None = None,
+                  init: torch.Tensor | None = None, strength: float = 1.0,
                   progress: Callable[[], None] | None = None) -> torch.Tensor:
     """A clean latent ``shape`` (``B x F x C x h x w``) for text states ``B x n x D`` (+ mask) and
     semantic control ``sem`` (latent-shaped, or None). ``uncond``: the unconditional text (guidance
-    is used where its scale exceeds 1 and ``uncond`` is given)."""
+    is used where its scale exceeds 1 and ``uncond`` is given).
+
+    ``init`` (latent-shaped) with ``strength`` in (0, 1): start from ``init`` noised to the level
+    ``strength`` of the way from clean to pure noise (SDEdit) instead of from noise; the schedule
+    is ``steps / strength`` long and its last ``steps`` are run, so ``steps`` is always the work."""
     cfg = model.cfg
     dev = next(model.parameters()).device
     kind = sampler or cfg.sampler
     sched = make_scheduler(cfg, kind)
-    sched.set_timesteps(steps)
+    if not 0 < strength <= 1:
+        raise ValueError(f"strength must be in (0, 1], got {strength:g}")
+    from_init = init is not None and strength < 1
+    sched.set_timesteps(max(steps, round(steps / strength)) if from_init else steps)
+    first = len(sched.timesteps) - steps
     ts = sched.timesteps
     x = torch.randn(shape, generator=generator).to(dev)
+    if from_init:
+        x = sched.add_noise(init.to(dev, x.dtype), x, ts[first:first + 1])
     if prefix is not None:
         keep = keep.to(dev)
         prefix = prefix.to(dev, x.dtype)
@@ -83,7 +94,8 @@ def sample_latent(model, shape, text, text_mask, sem=None, *, steps: int, genera
         (tc, mc), (tu, mu) = pad(text, text_mask), pad(u.to(dev), um.to(dev))
         both = (torch.cat([tc, tu]), torch.cat([mc, mu]))
     old = None
-    for i, t in enumerate(ts):
+    for i in range(first, len(ts)):
+        t = ts[i]
         if prefix is not None:
             x = torch.where(keep, prefix, x)
         tb = torch.full((B,), int(t), device=dev, dtype=torch.long)
@@ -96,7 +108,7 @@ def sample_latent(model, shape, text, text_mask, sem=None, *, steps: int, genera
         else:
             pred = model(x, tb, text, text_mask, sem).float()
         if kind == "dpm":
-            x, old = sched.step(pred, old, t, ts[i - 1] if i > 0 else None, x, generator=generator,
+            x, old = sched.step(pred, old, t, ts[i - 1] if i > first else None, x, generator=generator,
                                 return_dict=False)
         else:
             x = sched.step(pred, t, x, eta=0.0, return_dict=False)[0]

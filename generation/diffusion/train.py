@@ -45,8 +45,8 @@ from safetensors.torch import load_file
 
 from semcodec.atomic import atomic_dir
 from semcodec.checkpoint import atomic_save_file
-from semcodec.train import (check_replicas, find_checkpoint, learning_rate, past_time_limit, setup_dist,
-                             truncate_log)
+from semcodec.train import (check_replicas, end_dist, exit_after_torchrun, find_checkpoint, learning_rate,
+                             past_time_limit, setup_dist, truncate_log)
 
 from generation.lm.text import CachedTextEncoder, get_text_encoder
 from generation.lm.train import _seed, gather_state, load_optimizer, step_items
@@ -313,9 +313,8 @@ def train(args) -> Path:
             save_renderer(model, out / f"final-{args.ship_dtype}.safetensors", extra=extra,
                           dtype=getattr(torch, args.ship_dtype))
         plot_log(log, out / "train.png")
-    if world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
+    del ddp, loss_fn, model, opt
+    end_dist(world)
     return out
 
 
@@ -325,3 +324,4 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
+    exit_after_torchrun()

@@ -42,8 +42,8 @@ import torch.nn.functional as F
 
 from semcodec.atomic import atomic_dir
 from semcodec.checkpoint import atomic_save_file
-from semcodec.train import (check_replicas, find_checkpoint, learning_rate, past_time_limit, setup_dist,
-                             truncate_log)
+from semcodec.train import (check_replicas, end_dist, exit_after_torchrun, find_checkpoint, learning_rate,
+                             past_time_limit, setup_dist, truncate_log)
 
 from .checkpoint import lm_state, load_weights, save_lm
 from .layout import LMDataset
@@ -324,9 +324,8 @@ def train(args) -> Path:
     if rank == 0:
         save_lm(model, out / "final.safetensors", extra={"step": step, "data": str(args.data)}, state=state)
         plot_log(log, out / "train.png")
-    if world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
+    del ddp, loss_fn, model, opt, state
+    end_dist(world)
     return out
 
 
@@ -336,3 +335,4 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
+    exit_after_torchrun()
