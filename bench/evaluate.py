@@ -25,26 +25,24 @@ seconds per clip).
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from bench.world_clips import percent, save_result, write_video
+
 
 def _gt_clips(n: int, start: int, frames: int, size, fps: float, tmp: Path):
     """(videos, captions, scenes) of the first ``n`` test-split clips, through an H.264 file."""
     from semcodec.data import synth, world
-    from semcodec.video import VideoWriter, iter_frames
+    from semcodec.video import iter_frames
     videos, captions, scenes = [], [], []
     for i, seed in enumerate(world.split_seeds("test", n, start)):
         rec = world.world_record(i, seed, frames, size, fps)
         scene = synth.Scene.from_dict(rec["scene"])
-        path = tmp / rec["path"]
-        with VideoWriter(path, fps, size) as w:
-            for f in synth.render(scene, frames, size, fps):
-                w.write(f)
+        path = write_video(tmp / rec["path"], synth.render(scene, frames, size, fps), fps, crf=None)
         videos.append(np.stack(list(iter_frames(path))))
         captions.append(rec["caption"])
         scenes.append(rec["scene"])
@@ -167,19 +165,16 @@ def main(argv=None) -> dict:
         results[k] = evaluate(vids, caps, fps_of[k])
     chance = chance_levels(a.chance_pairs)
     cols = list(results)
-    fmt = lambda v: "-" if v is None else f"{100 * v:.1f}%"
     print(f"| dimension | {' | '.join(cols)} | chance |\n|---|{'---|' * (len(cols) + 1)}")
     for d in DIMENSIONS:
-        print(f"| {d} | {' | '.join(fmt(results[c].scores[d]) for c in cols)} | {fmt(chance[d])} |")
+        print(f"| {d} | {' | '.join(percent(results[c].scores[d]) for c in cols)} | {percent(chance[d])} |")
     print(f"\n{a.clips} test clips ({a.frames} frames at {a.fps:g} fps, 128 x 192), {a.random} random videos "
           f"of each kind; evaluator {gt.seconds_per_clip:.2f} s per clip on this machine")
     doc = {"name": "evaluate", "clips": a.clips, "random": a.random, "frames": a.frames, "fps": a.fps,
            "seconds_per_clip": gt.seconds_per_clip, "render_seconds": render_s,
            "dimensions": {d: {**{c: results[c].scores[d] for c in cols}, "chance": chance[d],
                               "n": results["ground truth"].counts[d]} for d in DIMENSIONS}}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(doc, indent=1))
-    print(f"-> {a.out}")
+    save_result(doc, a.out)
     return doc
 
 

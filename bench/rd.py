@@ -6,7 +6,7 @@ libx264 / libx265) on real clips, with Bjontegaard deltas.
 For each clip:
 
 - semcodec: every model (shipped names or checkpoint paths) x semantic frame rate (``--semantic-fps``,
-  the codec's rate control: 2 / 4 / 8 by default) x entropy mode (fixed / prior / adaptive). The
+  the codec's rate control: 2 / 4 / 8 by default) x entropy mode (fixed / prior / adaptive / context). The
   token ids do not depend on the entropy mode, so each operating point encodes the clip once, the
   ids are written as one real ``tokens.bin`` per mode (the bitrate of each mode is its file size),
   and the adaptive stream is decoded once with ``Codec.decode_file`` to a real MP4 (what
@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from bench.metrics import compare
 
-ENTROPY_MODES = ("fixed", "prior", "adaptive")
+ENTROPY_MODES = ("fixed", "prior", "adaptive", "context")
 CRF_LADDER = (18, 23, 28, 33, 38, 43, 47, 51)
 DOWN_CRF_LADDER = (23, 33, 43, 51)
 SSIM_SRC = False                                 # SSIM at the source size too (--ssim-src; slow at 720p)

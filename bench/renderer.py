@@ -23,12 +23,13 @@ model's own decoder and with the diffusion renderer (``Codec.renderer``, as ``se
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from bench.world_clips import FPS, percent, save_result, split_clips, write_video
 
 
 def gradient_magnitude(frames: np.ndarray) -> float:
@@ -99,24 +100,19 @@ def main(argv=None) -> dict:
     from generation.evaluate import DIMENSIONS, evaluate
     from semcodec.bitstream import StreamReader
     from semcodec.codec import Codec
-    from semcodec.data import synth, world
-    from semcodec.video import VideoWriter, semantic_source_index
+    from semcodec.video import semantic_source_index
     codec = Codec.load(a.model, "cpu")
     renderer = load_renderer(codec, weights=a.renderer, steps=a.steps, seed=a.seed, strength=a.strength)
-    fps = 8.0
+    fps = FPS
     size = tuple(int(x) for x in a.size.split("x"))
     n_frames = int(round(a.seconds * fps))
     src, decoded, rendered, targets, times = [], [], [], [], {"direct": 0.0, "renderer": 0.0}
     cpu = dict(times)
     cont = {"source": [], "direct": [], "renderer": []}
     with tempfile.TemporaryDirectory() as tmp:
-        for i, seed in enumerate(world.split_seeds(a.split, a.clips, a.start)):
-            scene = world.world_scene(seed)
-            video = synth.render(scene, n_frames, size, fps)
+        for i, (scene, video) in enumerate(split_clips(a.split, a.clips, a.start, n_frames, size, fps)):
             path, stream = Path(tmp) / f"{i}.mp4", Path(tmp) / f"{i}.bin"
-            with VideoWriter(path, fps, size, crf=0) as w:
-                for f in video:
-                    w.write(f)
+            write_video(path, video, fps)
             codec.encode_file(path, stream, entropy="adaptive")
             renderer.reset()
             for name, fn, bucket in (("direct", direct(codec), decoded), ("renderer", renderer.decode_group, rendered)):
@@ -157,13 +153,10 @@ def main(argv=None) -> dict:
           f"renderer {sharp['renderer']:.3f}")
     print("continuity (boundary / within): " + ", ".join(f"{n} {v['ratio']:.2f}" for n, v in c.items()))
     print("\n| dimension | source | direct | renderer | n |\n|---|---|---|---|---|")
-    fmt = lambda v: "-" if v is None else f"{100 * v:.1f}%"                      # noqa: E731
     for d in DIMENSIONS:
         s = doc["dimensions"][d]
-        print(f"| {d} | {fmt(s['source'])} | {fmt(s['direct'])} | {fmt(s['renderer'])} | {s['n']} |")
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(doc, indent=1))
-    print(f"-> {a.out}")
+        print(f"| {d} | {percent(s['source'])} | {percent(s['direct'])} | {percent(s['renderer'])} | {s['n']} |")
+    save_result(doc, a.out)
     return doc
 
 

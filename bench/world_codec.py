@@ -12,12 +12,13 @@ one JSON entry per dimension.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from bench.world_clips import FPS, percent, save_result, split_clips, write_video
 
 
 def main(argv=None) -> dict:
@@ -34,21 +35,16 @@ def main(argv=None) -> dict:
     torch.set_num_threads(a.threads)
     from generation.evaluate import DIMENSIONS, evaluate
     from semcodec.codec import Codec, stream_stats
-    from semcodec.data import synth, world
-    from semcodec.video import VideoWriter, iter_frames
+    from semcodec.video import iter_frames
     codec = Codec.load(a.model, "cpu")
-    fps, size = 8.0, (128, 192)
+    fps = FPS
     frames = int(round(a.seconds * fps))
     gts, recs, targets, stats = [], [], [], []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        for i, seed in enumerate(world.split_seeds(a.split, a.clips, a.start)):
-            scene = world.world_scene(seed)
-            video = synth.render(scene, frames, size, fps)
+        for i, (scene, video) in enumerate(split_clips(a.split, a.clips, a.start, frames)):
             src, bin_, rec = Path(tmp) / f"{i}.mp4", Path(tmp) / f"{i}.bin", Path(tmp) / f"{i}-rec.mp4"
-            with VideoWriter(src, fps, size, crf=0) as w:
-                for f in video:
-                    w.write(f)
+            write_video(src, video)
             codec.encode_file(src, bin_, entropy="adaptive")
             codec.decode_file(bin_, rec)
             stats.append(stream_stats(bin_))
@@ -71,13 +67,10 @@ def main(argv=None) -> dict:
     print(f"{codec.name}: {cfg.tokens_per_group} tokens per group ({cfg.iframe_tokens} + {cfg.group - 1} x "
           f"{cfg.pframe_tokens}), {tok['tokens_per_s']:.0f} tokens/s, {tok['bits_per_token']:.2f} bits/token "
           f"(adaptive), {tok['kbit_per_s']:.2f} kbit/s, PSNR {psnr:.2f} dB; {a.clips} {a.split}-split clips")
-    print(f"\n| dimension | ground truth | reconstruction | n |\n|---|---|---|---|")
-    fmt = lambda v: "-" if v is None else f"{100 * v:.1f}%"
+    print("\n| dimension | ground truth | reconstruction | n |\n|---|---|---|---|")
     for d in DIMENSIONS:
-        print(f"| {d} | {fmt(gt.scores[d])} | {fmt(rc.scores[d])} | {rc.counts[d]} |")
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(doc, indent=1))
-    print(f"-> {a.out}")
+        print(f"| {d} | {percent(gt.scores[d])} | {percent(rc.scores[d])} | {rc.counts[d]} |")
+    save_result(doc, a.out)
     return doc
 
 

@@ -148,6 +148,32 @@ def read_metadata(path: str | Path) -> dict:
     return read_header(path)[0]
 
 
+def read_tagged(path, fmt: str, what: str, config_from_dict, verify: bool = True) -> tuple[dict, object, dict]:
+    """A safetensors file whose metadata holds ``format`` ``fmt``, a JSON ``config`` and the
+    ``content_hash`` of its tensors and config (generation's LM and renderer checkpoints):
+    ``(metadata, config_from_dict(config), tensors)``. ValueError, one line naming ``what``
+    ("an LM checkpoint"), for anything wrong with the file."""
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path}: not {what} ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    if meta.get("format") != fmt or "config" not in meta or "content_hash" not in meta:
+        raise ValueError(f"{path}: not {what} (format {meta.get('format')!r})")
+    try:
+        cfg = config_from_dict(json.loads(meta["config"]))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{path}: invalid config ({e})") from None
+    try:
+        state = load_file(str(path))
+    except SafetensorError as e:
+        raise ValueError(f"{path}: corrupt safetensors data ({e})") from None
+    if verify and content_hash(state, meta["config"]) != meta["content_hash"]:
+        raise ValueError(f"{path}: weights do not match their content hash (corrupt file)")
+    return meta, cfg, state
+
+
 def check_name(name: str) -> str:
     """A model name: 1..256 printable characters (it is written into every stream's header)."""
     if not isinstance(name, str) or not 1 <= len(name) <= 256 or not name.isprintable():

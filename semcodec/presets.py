@@ -6,15 +6,17 @@ query tokenizer sees, the group-of-pictures layout and token counts, and the tra
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
 
+from .config_dict import ConfigDict
 from .errors import ConfigError
 
 
 @dataclass(frozen=True)
-class CodecConfig:
+class CodecConfig(ConfigDict):
+    # from_dict drops fields it does not know (e.g. ``backbone_path``, which older checkpoints saved:
+    # a path on the machine that trained them)
+    strict = False
     name: str
     # --- feature space: what the query tokenizer sees (DESIGN.md §3)
     features: str = "conv"            # "pixels" | "conv" | "backbone"
@@ -94,22 +96,6 @@ class CodecConfig:
         """Stream rate with overlap: one group per (group - overlap) frames."""
         return self.tokens_per_group * self.fps / (self.group - self.overlap)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "CodecConfig":
-        """Fields it does not know are dropped (e.g. ``backbone_path``, which older checkpoints
-        saved: a path on the machine that trained them)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        d = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
-        return cls(**d)
-
-    def replace(self, **kw) -> "CodecConfig":
-        return dataclasses.replace(self, **kw)
 
 
 # the string fields and the values they may take

@@ -236,7 +236,13 @@ def plot_log(log: Path, png: Path) -> None:
         ax[2].plot(s, [r["codes_used"] for r in tr], label="codes used")
     for k in sorted({k for r in va for k in r if k.startswith("val_psnr")}):
         ax[1].plot([r["step"] for r in va if k in r], [r[k] for r in va if k in r], "o-", label=k[9:])
-    for a, t in zip(ax, ("loss", "PSNR (dB)", "codebook")):
+    save_panels(fig, ax, ("loss", "PSNR (dB)", "codebook"), png)
+
+
+def save_panels(fig, axes, titles, png) -> None:
+    """A training curve's last touches: titles, step axes, legends, grids; written and closed."""
+    import matplotlib.pyplot as plt
+    for a, t in zip(axes, titles):
         a.set_title(t)
         a.set_xlabel("step")
         a.legend()

@@ -2,7 +2,6 @@
 every bad input ending in one `error:` line, exit status 1 (2 for usage), no partial output."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 

@@ -11,10 +11,8 @@ import json
 from dataclasses import dataclass, field
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
 
-from semcodec.checkpoint import atomic_save_file, content_hash
+from semcodec.checkpoint import atomic_save_file, content_hash, read_tagged
 
 from .config import RendererConfig
 from .control import RendererModel
@@ -80,30 +78,9 @@ def save_renderer(model: RendererModel, path, extra: dict | None = None, dtype: 
     return digest
 
 
-def read_metadata(path) -> dict:
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{path}: not a renderer checkpoint ({str(e).splitlines()[0] if str(e) else e})") from None
-    if meta.get("format") != FORMAT or "config" not in meta or "content_hash" not in meta:
-        raise ValueError(f"{path}: not a renderer checkpoint (format {meta.get('format')!r})")
-    return meta
-
-
 def load_renderer_checkpoint(path, map_location="cpu", verify: bool = True) -> RendererCheckpoint:
     """A checkpoint written by :func:`save_renderer`; ValueError (one line) for anything wrong."""
-    meta = read_metadata(path)
-    try:
-        cfg = RendererConfig.from_dict(json.loads(meta["config"]))
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"{path}: invalid renderer config ({e})") from None
-    try:
-        state = load_file(str(path))
-    except SafetensorError as e:
-        raise ValueError(f"{path}: corrupt safetensors data ({e})") from None
-    if verify and content_hash(state, meta["config"]) != meta["content_hash"]:
-        raise ValueError(f"{path}: weights do not match their content hash (corrupt file)")
+    meta, cfg, state = read_tagged(path, FORMAT, "a renderer checkpoint", RendererConfig.from_dict, verify)
     stage = 2 if any(k.startswith("control.") for k in state) else 1
     model = RendererModel(cfg, control=stage == 2)
     try:

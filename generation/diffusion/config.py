@@ -7,13 +7,15 @@ on a CPU; ``tiny`` is for tests. The paper's sizes (CogVideoX-2B, 30 layers of w
 """
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass
+
+from semcodec.config_dict import ConfigDict
 
 
 @dataclass(frozen=True)
-class RendererConfig:
+class RendererConfig(ConfigDict):
+    kind = "renderer config"
     name: str = "custom"
     # --- the pixel latent (generation.diffusion.latent): frames -> space-to-depth cells
     frame_size: tuple[int, int] = (128, 192)   # H x W of the frames rendered: the codec's model size x scale
@@ -117,23 +119,6 @@ class RendererConfig:
         """Latent frames wholly inside the overlap: kept clean from the previous group."""
         return self.overlap // self.time_to_depth
 
-    # ------------------------------------------------------------------ serialisation
-    def replace(self, **kw) -> "RendererConfig":
-        return replace(self, **kw)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "RendererConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown renderer config fields: {', '.join(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 PRESETS: dict[str, RendererConfig] = {

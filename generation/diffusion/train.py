@@ -50,6 +50,7 @@ from semcodec.train import (check_replicas, end_dist, exit_after_torchrun, find_
 
 from generation.lm.text import CachedTextEncoder, get_text_encoder
 from generation.lm.train import _seed, gather_state, load_optimizer, step_items
+from generation.run_args import add_run_args
 
 from .checkpoint import load_renderer_checkpoint, save_renderer
 from .config import PRESETS, RendererConfig, get_preset
@@ -73,23 +74,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--codec", help="the pairs' tokenizer checkpoint (default: the path recorded in the pairs)")
     p.add_argument("--unfreeze-backbone", action="store_true", help="stage 2: train the backbone too")
     p.add_argument("--text-encoder", help="text encoder spec (default: the config's)")
-    p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--batch", type=int, default=8, help="groups per step and process")
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--min-lr", type=float, default=0.0)
-    p.add_argument("--warmup", type=int, default=500)
-    p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--beta2", type=float, default=0.99)
-    p.add_argument("--grad-clip", type=float, default=1.0)
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--ckpt-every", type=int, default=500)
-    p.add_argument("--max-minutes", type=float, default=0, help="stop (with a checkpoint) after this long")
     p.add_argument("--ship-dtype", choices=["float16", "bfloat16", "int8"],
                    help="also write final-DTYPE.safetensors (int8: per-row int8 matrices, a quarter of float32)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: leave)")
-    p.add_argument("--seed", type=int, default=0)
+    add_run_args(p, lr=3e-4, warmup=500, weight_decay=0.01, beta2=0.99)
     return p.parse_args(argv)
 
 

@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from semcodec.checkpoint import atomic_save_file, content_hash
+from semcodec.checkpoint import atomic_save_file, content_hash, read_tagged
 
 from .model import LMConfig, TokenLM
 
@@ -72,29 +71,11 @@ def save_lm(model: TokenLM, path, extra: dict | None = None, dtype: torch.dtype 
     return digest
 
 
-def read_lm_metadata(path) -> dict:
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{path}: not an LM checkpoint ({e})") from None
-    if meta.get("format") != FORMAT or "config" not in meta or "content_hash" not in meta:
-        raise ValueError(f"{path}: not an LM checkpoint (format {meta.get('format')!r})")
-    return meta
-
-
 def load_lm(path, map_location="cpu", verify: bool = True) -> LMCheckpoint:
     """A checkpoint written by :func:`save_lm` (a path, or a shipped LM's name); ValueError for
     anything wrong with the file."""
     path = resolve_lm(path)
-    meta = read_lm_metadata(path)
-    try:
-        cfg = LMConfig.from_dict(json.loads(meta["config"]))
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"{path}: invalid LM config ({e})") from None
-    state = load_file(str(path))
-    if verify and content_hash(state, meta["config"]) != meta["content_hash"]:
-        raise ValueError(f"{path}: weights do not match their content hash (corrupt file)")
+    meta, cfg, state = read_tagged(path, FORMAT, "an LM checkpoint", LMConfig.from_dict, verify)
     model = TokenLM(cfg)
     try:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})

@@ -25,13 +25,14 @@ writes the new keys and values there. Build the ``landiff`` preset on the meta d
 """
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from semcodec.config_dict import ConfigDict
 
 from .layout import LMVocab
 
@@ -40,7 +41,8 @@ MICRO_KEYS = ("frames", "motion")          # the order of the micro-condition ve
 
 # ----------------------------------------------------------------------------------- config
 @dataclass(frozen=True)
-class LMConfig:
+class LMConfig(ConfigDict):
+    kind = "LM config"
     """Everything that fixes the model's tensors and its token layout."""
     name: str = "custom"
     codebook_size: int = 2048          # K: codes 0..K-1, specials K..K+6
@@ -76,23 +78,6 @@ class LMConfig:
     @property
     def head_dim(self) -> int:
         return self.dim // self.n_heads
-
-    def replace(self, **kw) -> "LMConfig":
-        return replace(self, **kw)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "LMConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown LM config fields: {unknown}")
-        return cls(**d)
 
     def __post_init__(self):
         if self.dim % self.n_heads or self.head_dim % 2:

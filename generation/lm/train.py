@@ -43,7 +43,9 @@ import torch.nn.functional as F
 from semcodec.atomic import atomic_dir
 from semcodec.checkpoint import atomic_save_file
 from semcodec.train import (check_replicas, end_dist, exit_after_torchrun, find_checkpoint, learning_rate,
-                             past_time_limit, setup_dist, truncate_log)
+                             past_time_limit, save_panels, setup_dist, truncate_log)
+
+from generation.run_args import add_run_args
 
 from .checkpoint import lm_state, load_weights, save_lm
 from .layout import LMDataset
@@ -62,30 +64,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="one sequence per group (default) or per whole clip")
     p.add_argument("--text-encoder", help="text encoder spec (default: the preset's): minilm, minilm:DIR, "
                                           "t5:DIR, hash, hash:DIM")
-    p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--batch", type=int, default=16, help="sequences per step and process")
     p.add_argument("--pack-len", type=int, default=0,
                    help="positions per packed row (0: the longest sequence of the step; sequences shorter "
                         "than a row share it)")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--min-lr", type=float, default=0.0)
-    p.add_argument("--warmup", type=int, default=1000, help="linear warm-up steps")
-    p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")
-    p.add_argument("--weight-decay", type=float, default=0.1)
-    p.add_argument("--beta2", type=float, default=0.95)
-    p.add_argument("--grad-clip", type=float, default=1.0)
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     p.add_argument("--fsdp", action="store_true",
                    help="under torchrun: shard parameters, gradients and optimizer state (FSDP2, one unit per block "
                         "plus the rest) instead of replicating them (DDP); for large presets such as landiff")
     p.add_argument("--val", help="held-out token dataset for validation bits per code")
     p.add_argument("--val-items", type=int, default=256, help="sequences of --val per validation")
     p.add_argument("--val-every", type=int, default=500)
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--ckpt-every", type=int, default=500)
-    p.add_argument("--max-minutes", type=float, default=0, help="stop (with a checkpoint) after this long")
-    p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: leave)")
-    p.add_argument("--seed", type=int, default=0)
+    add_run_args(p, lr=1e-3, warmup=1000, weight_decay=0.1, beta2=0.95)
     return p.parse_args(argv)
 
 
@@ -190,14 +179,7 @@ def plot_log(log: Path, png: Path) -> None:
         ax[1].plot([r["step"] for r in tr], [r["bits_code"] for r in tr], label="train", alpha=0.6)
     if va:
         ax[1].plot([r["step"] for r in va], [r["val_bits_code"] for r in va], "o-", label="held out")
-    for a, t in zip(ax, ("loss", "bits per code")):
-        a.set_title(t)
-        a.set_xlabel("step")
-        a.legend()
-        a.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(png, dpi=80)
-    plt.close(fig)
+    save_panels(fig, ax, ("loss", "bits per code"), png)
 
 
 def run_config(args, ds: LMDataset) -> tuple[LMConfig, TextEncoder]:

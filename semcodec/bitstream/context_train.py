@@ -13,7 +13,6 @@ it to the integer network that coding uses, and writes it. Both use one torch th
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time

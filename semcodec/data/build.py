@@ -469,7 +469,7 @@ def _open_own(path: Path, flags: int) -> int:
     """Open a file of the dataset folder, never through a link planted in it."""
     try:
         return os.open(path, flags | os.O_NOFOLLOW, 0o666)
-    except OSError as e:
+    except OSError:
         if os.path.islink(path):
             raise DatasetError(f"{path} is a symbolic link: a dataset build writes no file through a link") from None
         raise
