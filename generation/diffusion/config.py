@@ -57,6 +57,8 @@ class RendererConfig(ConfigDict):
     zero_snr: bool = True
     text_drop: float = 0.1             # caption dropped (zero states) for classifier-free guidance
     prefix_prob: float = 0.5           # training groups whose first latent frames are kept clean
+    residual_scale: float = 0.0        # > 0 (stage 2): draw (frames - the tokenizer's own decode) x this, the
+                                       # detail its decode lacks, on top of that decode; 0: the frames (the paper)
     # --- sampling defaults
     sampler: str = "dpm"               # "dpm" (DPM++ 2M, CogVideoXDPMScheduler) or "ddim"
     steps: int = 20
@@ -86,6 +88,8 @@ class RendererConfig(ConfigDict):
             raise ValueError(f"unknown prediction {self.prediction!r}")
         if self.sampler not in ("dpm", "ddim") or self.guidance_schedule not in ("dynamic", "constant"):
             raise ValueError(f"unknown sampler {self.sampler!r} or guidance schedule {self.guidance_schedule!r}")
+        if not 0 <= self.residual_scale < 100:
+            raise ValueError(f"residual_scale must be in [0, 100), got {self.residual_scale}")
         if not 0 < self.strength <= 1:
             raise ValueError(f"strength must be in (0, 1], got {self.strength}")
         if self.scale < 1:

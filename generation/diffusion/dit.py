@@ -142,6 +142,13 @@ class VideoDiT(DiTTrunk):
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
 
+    def zero_output(self) -> None:
+        """Zero the output head, as a fresh backbone has it: the model then predicts zero."""
+        with torch.no_grad():
+            for lin in (self.ada_out, self.proj_out):
+                lin.weight.zero_()
+                lin.bias.zero_()
+
     def forward(self, latent, t, text, text_mask, control: list[torch.Tensor] | None = None):
         B, Fr, C, h, w = latent.shape
         vid, txt, temb, (cos, sin, mask) = self.embed(latent, t, text, text_mask)

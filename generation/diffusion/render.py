@@ -77,16 +77,7 @@ class DiffusionRenderer:
         return m.tokenizer.decode(tokens[None].to(self.codec.device), m.grid_for(size)).float().to(self.device)
 
     def direct(self, feats: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """The tokenizer's own decode of ``feats`` (``1 x T x h x w x Cf``), resized to ``size``:
-        ``1 x T x H x W x 3`` in [-1, 1]."""
-        m = self.codec.model
-        video = m.features.render(feats.to(self.codec.device)).float().clamp(-1, 1).to(self.device)
-        B, T, h, w, _ = video.shape
-        if (h, w) != tuple(size):
-            x = video.reshape(B * T, h, w, 3).permute(0, 3, 1, 2)
-            x = torch.nn.functional.interpolate(x, size=tuple(size), mode="bicubic", align_corners=False)
-            video = x.permute(0, 2, 3, 1).reshape(B, T, *size, 3).clamp(-1, 1)
-        return video
+        return direct_frames(self.codec, feats, size).to(self.device)
 
     @torch.no_grad()
     def render(self, tokens, size: tuple[int, int], prefix: torch.Tensor | None = None) -> torch.Tensor:
@@ -99,24 +90,30 @@ class DiffusionRenderer:
         size = (size[0] * self.scale, size[1] * self.scale)
         T = feats.shape[1]
         G = max(T, cfg.group)
-        s, st = cfg.space_to_depth, cfg.time_to_depth
-        init = None
-        if self.strength < 1:
-            init = to_latent(pad_frames(self.direct(feats, size), G)[:, :G], s, st)
+        s, st, r = cfg.space_to_depth, cfg.time_to_depth, cfg.residual_scale
+        base = init = None
+        if self.strength < 1 or r:
+            base = pad_frames(self.direct(feats, size), G)[:, :G]
+            init = to_latent(torch.zeros_like(base) if r else base, s, st)
         feats = pad_frames(feats, G)[:, :G]
         sem = self.model.semantic(feats) if self.model.has_control else None
         shape = (1, cfg.latent_frames(G), cfg.latent_channels, size[0] // s, size[1] // s)
         keep = prefix_lat = None
         if prefix is not None and prefix.shape[1]:
             k = prefix.shape[1]
-            video = pad_frames(torch.cat([prefix, prefix[:, -1:].expand(1, G - k, -1, -1, -1)], 1), st)
-            prefix_lat = to_latent(video.to(self.device), s, st)
+            video = torch.cat([prefix, prefix[:, -1:].expand(1, G - k, -1, -1, -1)], 1).to(self.device)
+            if r:
+                video = (video - base) * r
+            prefix_lat = to_latent(pad_frames(video, st), s, st)
             keep = prefix_keep(cfg, G, k, size=tuple(size))
         lat = sample_latent(self.model, shape, self.text[0], self.text[1], sem, steps=self.steps, generator=self._gen,
                             sampler=self.sampler, guidance=self.guidance, schedule=cfg.guidance_schedule,
                             uncond=self.uncond, prefix=prefix_lat, keep=keep, init=init, strength=self.strength,
                             progress=self.on_step)
-        return from_latent(lat, s, st, T).clamp(-1, 1).cpu()
+        out = from_latent(lat, s, st, T)
+        if r:
+            out = base[:, :T] + out / r
+        return out.clamp(-1, 1).cpu()
 
     def decode_group(self, tokens, size: tuple[int, int]) -> torch.Tensor:
         """semcodec's hook: ids of the next group of the stream (coded at ``size``) -> ``T x H x W x 3``
@@ -127,6 +124,20 @@ class DiffusionRenderer:
         out = self.render(tokens, size, prefix)
         self._prev = out
         return out[0]
+
+
+def direct_frames(codec, feats: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The tokenizer's own decode of its decoder features ``B x T x h x w x Cf``, resized
+    (bicubic) to ``size``: ``B x T x H x W x 3`` in [-1, 1], on the codec's device. The base a
+    residual renderer (``residual_scale`` > 0) adds its detail to, and an SDEdit start."""
+    with torch.no_grad():
+        video = codec.model.features.render(feats.to(codec.device)).float().clamp(-1, 1)
+    B, T, h, w, _ = video.shape
+    if (h, w) != tuple(size):
+        x = video.reshape(B * T, h, w, 3).permute(0, 3, 1, 2)
+        x = torch.nn.functional.interpolate(x, size=tuple(size), mode="bicubic", align_corners=False)
+        video = x.permute(0, 2, 3, 1).reshape(B, T, *size, 3).clamp(-1, 1)
+    return video
 
 
 def default_weights(codec) -> Path:

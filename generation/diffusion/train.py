@@ -57,6 +57,7 @@ from .config import PRESETS, RendererConfig, get_preset
 from .control import RendererModel
 from .data import PairDataset
 from .latent import pad_frames, to_latent
+from .render import direct_frames
 from .sample import pad_text, prefix_keep
 from .schedule import to_x0
 
@@ -125,6 +126,11 @@ def build_model(args, ds: PairDataset, codec, ck: Path | None) -> RendererModel:
         cfg = base.config.replace(**{**json.loads(args.config or "{}"), **data_fields(ds, codec)})
         model = RendererModel(cfg)
         model.backbone.load_state_dict(base.model.backbone.state_dict())
+        if cfg.residual_scale and not base.config.residual_scale:
+            if not args.unfreeze_backbone:
+                raise SystemExit("a residual renderer (residual_scale > 0) on a backbone that drew frames needs "
+                                 "--unfreeze-backbone")
+            model.backbone.zero_output()          # a residual of zero: it starts as the tokenizer's own decode
         model.attach_control()
     if model.has_control:
         model.freeze_backbone(not args.unfreeze_backbone)
@@ -257,13 +263,16 @@ def train(args) -> Path:
             g["lr"] = lr
         items = [ds[i] for i in step_items(step, rank, world, args.batch, len(ds), args.seed)]
         video = torch.stack([it["frames"] for it in items]).float() / 127.5 - 1
+        feats = features_of(codec, items, cfg.group, tuple(cfg.feature_grid)).to(dev) if model.has_control else None
+        if cfg.residual_scale:         # the detail the tokenizer's own decode lacks
+            base = direct_frames(codec, feats, video.shape[2:4]).cpu()[:, :video.shape[1]]
+            video = (video - base) * cfg.residual_scale
         x0 = to_latent(video, cfg.space_to_depth, cfg.time_to_depth)
         d = draws(cfg, len(items), args.seed, step, rank, x0.shape)
         states = encoder.encode([it["caption"] for it in items])
         states = [s[:0] if drop else s for s, drop in zip(states, d["drop_text"].tolist())]
         text, text_mask = pad_text(states, cfg.text_dim)
         keep = prefix_keep(cfg, cfg.group, cfg.overlap, len(items)) & d["prefix"].view(-1, 1, 1, 1, 1)
-        feats = features_of(codec, items, cfg.group, tuple(cfg.feature_grid)).to(dev) if model.has_control else None
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
             loss = ddp(x0.to(dev), d["noise"].to(dev), d["t"].to(dev), text.to(dev), text_mask.to(dev),
                        keep.to(dev), feats)
