@@ -89,6 +89,8 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, default=None, help="sampling steps [default: the renderer's]")
     p.add_argument("--strength", type=float, default=None,
                    help="start from the direct decode noised to this level, in (0, 1] [default: the renderer's]")
+    p.add_argument("--spacing", choices=["trailing", "linspace"], default=None,
+                   help="sampling timesteps [default: the renderer's]")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="results/renderer.json")
@@ -102,7 +104,8 @@ def main(argv=None) -> dict:
     from semcodec.codec import Codec
     from semcodec.video import semantic_source_index
     codec = Codec.load(a.model, "cpu")
-    renderer = load_renderer(codec, weights=a.renderer, steps=a.steps, seed=a.seed, strength=a.strength)
+    renderer = load_renderer(codec, weights=a.renderer, steps=a.steps, seed=a.seed, strength=a.strength,
+                             spacing=a.spacing)
     fps = FPS
     size = tuple(int(x) for x in a.size.split("x"))
     n_frames = int(round(a.seconds * fps))
@@ -135,7 +138,8 @@ def main(argv=None) -> dict:
     reports = {n: evaluate(v, targets, fps) for n, v in (("source", src), ("direct", decoded), ("renderer", rendered))}
     c = {n: {k: float(np.nanmean([x[k] for x in v])) for k in ("boundary", "within", "ratio")} for n, v in cont.items()}
     doc = {"name": "renderer", "model": codec.name, "model_hash": codec.content_hash, "renderer": a.renderer,
-           "steps": renderer.steps, "strength": renderer.strength, "sampler": renderer.sampler,
+           "steps": renderer.steps, "strength": renderer.strength, "spacing": renderer.spacing,
+           "sampler": renderer.sampler,
            "threads": a.threads, "clips": a.clips,
            "split": a.split, "seconds": a.seconds, "size": list(size),
            "seconds_per_clip": {k: v / a.clips for k, v in times.items()},
@@ -144,8 +148,8 @@ def main(argv=None) -> dict:
            "dimensions": {d: {n: reports[n].scores[d] for n in reports} | {"n": reports["direct"].counts[d]}
                           for d in DIMENSIONS}}
     print(f"{a.clips} {a.split} clips of {a.seconds:g} s at {size[0]}x{size[1]}; tokenizer {codec.name} "
-          f"({codec.content_hash[:12]}); renderer {renderer.steps} {renderer.sampler} steps from strength "
-          f"{renderer.strength:g}, {a.threads} threads")
+          f"({codec.content_hash[:12]}); renderer {renderer.steps} {renderer.sampler} steps ({renderer.spacing}) from "
+          f"strength {renderer.strength:g}, {a.threads} threads")
     print(f"seconds per clip (wall): direct {doc['seconds_per_clip']['direct']:.2f}, renderer "
           f"{doc['seconds_per_clip']['renderer']:.2f}; CPU seconds (all threads): direct "
           f"{doc['cpu_seconds_per_clip']['direct']:.2f}, renderer {doc['cpu_seconds_per_clip']['renderer']:.2f}")

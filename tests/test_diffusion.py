@@ -160,7 +160,10 @@ def test_scheduler_is_the_releases():
     assert dpm.alphas_cumprod[-1].item() == 0.0                 # zero terminal SNR
     assert torch.equal(dpm.alphas_cumprod, ddim.alphas_cumprod)
     dpm.set_timesteps(20)
-    assert dpm.timesteps[0].item() == 999 and len(dpm.timesteps) == 20
+    assert dpm.timesteps[0].item() == 999 and len(dpm.timesteps) == 20 and dpm.timesteps[-1].item() == 49
+    lin = make_scheduler(cfg.replace(spacing="linspace"), "ddim")
+    lin.set_timesteps(20)
+    assert lin.timesteps[0].item() == 999 and lin.timesteps[-1].item() == 0 and len(lin.timesteps) == 20
 
 
 def test_dynamic_guidance():
@@ -183,13 +186,14 @@ def test_prediction_conversions_invert(kind):
         torch.testing.assert_close(pred, ab.sqrt()[:, None] * eps - (1 - ab).sqrt()[:, None] * x0)
 
 
+@pytest.mark.parametrize("spacing", ["trailing", "linspace"])
 @pytest.mark.parametrize("sampler", ["dpm", "ddim"])
-def test_same_seed_same_sample(sampler):
+def test_same_seed_same_sample(sampler, spacing):
     cfg = get_preset("tiny")
     m = randomised(RendererModel(cfg, control=True), std=0.02).eval()
     lat, t, text, mask, feats = inputs(cfg, batch=1)
     sem = m.semantic(feats)
-    kw = dict(steps=4, sampler=sampler, guidance=3.0, uncond=null_text(1, cfg.text_dim))
+    kw = dict(steps=4, sampler=sampler, guidance=3.0, uncond=null_text(1, cfg.text_dim), spacing=spacing)
     calls = []
     a = sample_latent(m, lat.shape, text, mask, sem, generator=torch.Generator().manual_seed(7),
                       progress=lambda: calls.append(1), **kw)

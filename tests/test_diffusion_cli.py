@@ -192,3 +192,30 @@ def test_renderer_draws_at_twice_the_coded_size(setup, stream, tmp_path):
     codec.renderer.reset()
     frames = codec.decode(str(stream))
     assert frames.shape == (probe(setup["clips"] / "clip_000000.mp4").frames, 32, 48, 3)
+
+
+@pytest.mark.parametrize("sampler", ["dpm", "ddim"])
+def test_residual_renderer_starts_as_the_direct_decode(setup, stream, sampler):
+    """``residual_scale`` > 0: the model draws what the tokenizer's own decode lacks, on top of it; a
+    model that predicts zero (the start of its training) renders that decode exactly, and the kept
+    prefix of the next group is the previous group's frames."""
+    from semcodec.bitstream import StreamReader
+    from generation.diffusion.checkpoint import load_renderer_checkpoint
+    from generation.diffusion.control import RendererModel
+    from generation.diffusion.render import DiffusionRenderer, direct_frames
+    codec = Codec.load(str(setup["codec"]), "cpu")
+    ck = load_renderer_checkpoint(setup["stage2"])
+    model = RendererModel(ck.config.replace(residual_scale=2.0), control=True)
+    model.load_state_dict(ck.model.state_dict())
+    model.backbone.zero_output()
+    r = DiffusionRenderer(model, codec, steps=3, sampler=sampler)
+    with StreamReader(stream) as reader:
+        h = reader.header
+        groups = [reader.read_group(i) for i in range(h.n_groups)]
+    size = (h.padded_height, h.padded_width)
+    first = r.decode_group(groups[0].tokens, size)
+    feats = r.features(torch.as_tensor(groups[0].tokens), size)
+    assert torch.allclose(first, direct_frames(codec, feats, size)[0, :len(first)], atol=1e-5)
+    second = r.decode_group(groups[1].tokens, size)
+    ov = codec.config.overlap
+    assert torch.allclose(second[:ov], first[-ov:], atol=1e-5)

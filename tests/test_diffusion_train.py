@@ -126,6 +126,22 @@ def test_stage2_needs_a_backbone(setup, tmp_path):
         train_main(["--data", str(setup["pairs"]), "--out", str(tmp_path / "x"), "--stage", "2", "--steps", "1"])
 
 
+def test_residual_stage2_starts_at_the_direct_decode_and_learns(setup, tmp_path):
+    """--config '{"residual_scale": S}' on a backbone that drew frames: the backbone must train too
+    (--unfreeze-backbone), its output head starts at zero, and the run's checkpoint renders residuals."""
+    common = ["--data", str(setup["pairs"]), "--stage", "2", "--backbone", str(setup["stage1"]),
+              "--config", '{"residual_scale": 2.0}', "--batch", "2", "--log-every", "1", "--warmup", "0"]
+    with pytest.raises(SystemExit, match="needs --unfreeze-backbone"):
+        train_main(common + ["--out", str(tmp_path / "x"), "--steps", "1"])
+    out = tmp_path / "res"
+    train_main(common + ["--out", str(out), "--steps", "3", "--unfreeze-backbone", "--lr", "3e-3"])
+    ck = load_renderer_checkpoint(out / "final.safetensors")
+    assert ck.stage == 2 and ck.config.residual_scale == 2.0
+    assert ck.model.backbone.proj_out.weight.abs().sum() > 0                # it learned from the zero head
+    rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(np.isfinite(r["loss"]) for r in rows)
+
+
 @pytest.mark.slow         # two processes importing torch and diffusers: minutes on a busy 2-core machine
 def test_ddp_two_processes(setup, tmp_path):
     out = tmp_path / "ddp"

@@ -62,6 +62,8 @@ class RendererConfig(ConfigDict):
     # --- sampling defaults
     sampler: str = "dpm"               # "dpm" (DPM++ 2M, CogVideoXDPMScheduler) or "ddim"
     steps: int = 20
+    spacing: str = "trailing"          # the sampling timesteps: "trailing" (the release: 999 ... 49 at 20 steps)
+                                       # or "linspace" (999 ... 0: the last prediction is made at t = 0)
     strength: float = 1.0              # < 1: start from the direct decode noised to this level (SDEdit)
     guidance: float = 6.0
     guidance_schedule: str = "dynamic"  # 1 + s (1 - cos(pi (i/N)^5)) / 2, or "constant"
@@ -88,6 +90,8 @@ class RendererConfig(ConfigDict):
             raise ValueError(f"unknown prediction {self.prediction!r}")
         if self.sampler not in ("dpm", "ddim") or self.guidance_schedule not in ("dynamic", "constant"):
             raise ValueError(f"unknown sampler {self.sampler!r} or guidance schedule {self.guidance_schedule!r}")
+        if self.spacing not in ("trailing", "linspace"):
+            raise ValueError(f"unknown timestep spacing {self.spacing!r} (trailing, linspace)")
         if not 0 <= self.residual_scale < 100:
             raise ValueError(f"residual_scale must be in [0, 100), got {self.residual_scale}")
         if not 0 < self.strength <= 1:

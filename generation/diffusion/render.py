@@ -36,7 +36,7 @@ class DiffusionRenderer:
 
     def __init__(self, model, codec, steps: int | None = None, seed: int = 0, sampler: str | None = None,
                  guidance: float | None = None, prompt: str | None = None, strength: float | None = None,
-                 device="cpu"):
+                 spacing: str | None = None, device="cpu"):
         cfg = model.cfg
         self.model, self.codec, self.cfg = model.to(device).eval(), codec, cfg
         self.steps = cfg.steps if steps is None else int(steps)
@@ -45,6 +45,9 @@ class DiffusionRenderer:
         self.seed, self.sampler, self.device = int(seed), sampler or cfg.sampler, torch.device(device)
         self.guidance = cfg.guidance if guidance is None else float(guidance)
         self.strength = cfg.strength if strength is None else float(strength)
+        self.spacing = spacing or cfg.spacing
+        if self.spacing not in ("trailing", "linspace"):
+            raise RendererError(f"unknown timestep spacing {self.spacing!r} (trailing, linspace)")
         if not 0 < self.strength <= 1:
             raise RendererError(f"--strength must be in (0, 1], got {self.strength:g}")
         self.scale = cfg.scale              # semcodec draws our frames at scale x its model size
@@ -109,7 +112,7 @@ class DiffusionRenderer:
         lat = sample_latent(self.model, shape, self.text[0], self.text[1], sem, steps=self.steps, generator=self._gen,
                             sampler=self.sampler, guidance=self.guidance, schedule=cfg.guidance_schedule,
                             uncond=self.uncond, prefix=prefix_lat, keep=keep, init=init, strength=self.strength,
-                            progress=self.on_step)
+                            spacing=self.spacing, progress=self.on_step)
         out = from_latent(lat, s, st, T)
         if r:
             out = base[:, :T] + out / r

@@ -55,7 +55,7 @@ def sample_latent(model, shape, text, text_mask, sem=None, *, steps: int, genera
                   sampler: str | None = None, guidance: float = 1.0, schedule: str = "dynamic",
                   uncond: tuple[torch.Tensor, torch.Tensor] | None = None,
                   prefix: torch.Tensor | None = None, keep: torch.Tensor | None = None,
-                  init: torch.Tensor | None = None, strength: float = 1.0,
+                  init: torch.Tensor | None = None, strength: float = 1.0, spacing: str | None = None,
                   progress: Callable[[], None] | None = None) -> torch.Tensor:
     """A clean latent ``shape`` (``B x F x C x h x w``) for text states ``B x n x D`` (+ mask) and
     semantic control ``sem`` (latent-shaped, or None). ``uncond``: the unconditional text (guidance
@@ -63,11 +63,12 @@ def sample_latent(model, shape, text, text_mask, sem=None, *, steps: int, genera
 
     ``init`` (latent-shaped) with ``strength`` in (0, 1): start from ``init`` noised to the level
     ``strength`` of the way from clean to pure noise (SDEdit) instead of from noise; the schedule
-    is ``steps / strength`` long and its last ``steps`` are run, so ``steps`` is always the work."""
+    is ``steps / strength`` long and its last ``steps`` are run, so ``steps`` is always the work.
+    ``spacing``: the timestep spacing, if not the config's."""
     cfg = model.cfg
     dev = next(model.parameters()).device
     kind = sampler or cfg.sampler
-    sched = make_scheduler(cfg, kind)
+    sched = make_scheduler(cfg.replace(spacing=spacing) if spacing else cfg, kind)
     if not 0 < strength <= 1:
         raise ValueError(f"strength must be in (0, 1], got {strength:g}")
     from_init = init is not None and strength < 1

@@ -3,8 +3,8 @@ release configures them.
 
 - :func:`make_scheduler`: ``CogVideoXDPMScheduler`` (DPM++ 2M, the release's sampler; stochastic,
   so it takes the sampling generator) or ``CogVideoXDDIMScheduler`` (DDIM, eta 0: deterministic),
-  both with the scaled-linear betas, the SNR shift (3.0), zero terminal SNR, trailing timesteps and
-  the prediction type of the config. Training draws ``x_t`` with the same scheduler's
+  both with the scaled-linear betas, the SNR shift (3.0), zero terminal SNR, the config's timestep
+  spacing (the release's: trailing) and its prediction type. Training draws ``x_t`` with the same scheduler's
   ``add_noise``, so training and sampling share one ``alphas_cumprod``.
 - :func:`guidance_scale`: classifier-free guidance per step, constant or the release's dynamic
   schedule ``1 + s (1 - cos(pi (i / N)^5)) / 2`` (no guidance at the first, noisiest step).
@@ -28,7 +28,7 @@ def make_scheduler(cfg: RendererConfig, kind: str | None = None):
         raise ValueError(f"unknown sampler {kind!r} (dpm, ddim)")
     return cls(num_train_timesteps=cfg.train_timesteps, beta_start=cfg.beta_start, beta_end=cfg.beta_end,
                beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=True,
-               prediction_type=cfg.prediction, timestep_spacing="trailing",
+               prediction_type=cfg.prediction, timestep_spacing=cfg.spacing,
                rescale_betas_zero_snr=cfg.zero_snr, snr_shift_scale=cfg.snr_shift)
 
 
