@@ -12,8 +12,10 @@ schedulers; no dependencies) into ``runs/wheels-gen``, the one package the bare 
 1. pairs: ``--clips`` clips of the world's train split rendered there by all cores and coded by
    the shipped `world` tokenizer on the GPU (``generation.diffusion.data`` with a ``world:train``
    source: no PyAV, no video files, no lossy coding of the source);
-2. stage 1, the text-conditioned backbone, for ``--stage1-share`` of the time left, then stage 2,
-   the control branch and upsampler on the frozen backbone, for the rest; each stage's cosine
+2. stage 1, the text-conditioned backbone, for ``--stage1-share`` of the time left, then stage 2
+   for the rest: the control branch and upsampler, with the backbone trained too, drawing the
+   residual over the direct decode (``--residual``, the better of the two on the CPU:
+   docs/renderer.md; ``--residual 0``: the paper's, on the frozen backbone); each stage's cosine
    schedule sized from a timing of its first steps; bf16 autocast;
 3. ``final-int8.safetensors`` of stage 2 (about 9 MB) comes back. Judge it with
    ``python -m bench.renderer --renderer .../final-int8.safetensors`` before copying it to
@@ -78,6 +80,8 @@ def train(a) -> Path:
                               "--ckpt-every", "1000", "--max-minutes", str(max(0.25, left * a.stage1_share / 60))])
     backbone = out / "stage1" / "final.safetensors"
     s2 = ["--stage", "2", "--backbone", str(backbone)]
+    if a.residual:
+        s2 += ["--unfreeze-backbone", "--config", json.dumps({"residual_scale": a.residual})]
     rate2 = _steps_per_second(common, out, s2, a.probe, a.batch)
     left = 60 * a.minutes - (time.perf_counter() - t_start)
     steps2 = max(10, int(rate2 * left * 0.95))
@@ -103,6 +107,8 @@ def main(argv=None) -> None:
     t.add_argument("--batch", type=int, default=32)
     t.add_argument("--lr", type=float, default=5e-4)
     t.add_argument("--stage1-share", type=float, default=0.4, help="of the time left after the pairs")
+    t.add_argument("--residual", type=float, default=2.5,
+                   help="stage 2 draws (frames - direct decode) x this, backbone trained too; 0: frozen backbone")
     t.add_argument("--probe", type=int, default=10, help="steps timed to size each schedule")
     a = p.parse_args(argv)
     if a.cmd == "wheels":
