@@ -133,6 +133,9 @@ def test_residual_stage2_starts_at_the_direct_decode_and_learns(setup, tmp_path)
               "--config", '{"residual_scale": 2.0}', "--batch", "2", "--log-every", "1", "--warmup", "0"]
     with pytest.raises(SystemExit, match="needs --unfreeze-backbone"):
         train_main(common + ["--out", str(tmp_path / "x"), "--steps", "1"])
+    with pytest.raises(SystemExit, match="residual_scale > 0 is for stage 2"):
+        train_main(["--data", str(setup["pairs"]), "--preset", "tiny", "--config", '{"residual_scale": 2.0}',
+                    "--out", str(tmp_path / "s1"), "--steps", "1"])
     out = tmp_path / "res"
     train_main(common + ["--out", str(out), "--steps", "3", "--unfreeze-backbone", "--lr", "3e-3"])
     ck = load_renderer_checkpoint(out / "final.safetensors")

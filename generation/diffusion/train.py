@@ -132,6 +132,9 @@ def build_model(args, ds: PairDataset, codec, ck: Path | None) -> RendererModel:
                                  "--unfreeze-backbone")
             model.backbone.zero_output()          # a residual of zero: it starts as the tokenizer's own decode
         model.attach_control()
+    if model.cfg.residual_scale and not model.has_control:
+        raise SystemExit("residual_scale > 0 is for stage 2: the residual is drawn over the decode of the tokens, "
+                         "which only the control branch reads")
     if model.has_control:
         model.freeze_backbone(not args.unfreeze_backbone)
     if model.cfg.codec_hash != codec.content_hash:
