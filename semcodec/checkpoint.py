@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_path
@@ -153,7 +153,6 @@ def read_tagged(path, fmt: str, what: str, config_from_dict, verify: bool = True
     ``content_hash`` of its tensors and config (generation's LM and renderer checkpoints):
     ``(metadata, config_from_dict(config), tensors)``. ValueError, one line naming ``what``
     ("an LM checkpoint"), for anything wrong with the file."""
-    from safetensors import safe_open
     try:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}

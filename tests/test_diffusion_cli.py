@@ -219,3 +219,13 @@ def test_residual_renderer_starts_as_the_direct_decode(setup, stream, sampler):
     second = r.decode_group(groups[1].tokens, size)
     ov = codec.config.overlap
     assert torch.allclose(second[:ov], first[-ov:], atol=1e-5)
+
+
+@pytest.mark.parametrize("option, message", [({"strength": 0.0}, "strength must be in (0, 1], got 0.0"),
+                                             ({"spacing": "x"}, "unknown timestep spacing 'x' (trailing, linspace)")])
+def test_bad_sampling_options_are_refused(setup, option, message):
+    from generation.diffusion.render import load_renderer as factory
+    codec = Codec.load(str(setup["codec"]), "cpu")
+    with pytest.raises(RendererError) as e:
+        factory(codec, weights=str(setup["stage2"]), **option)
+    assert str(e.value) == message

@@ -44,12 +44,12 @@ class DiffusionRenderer:
             raise RendererError(f"--steps must be at least 1, got {self.steps}")
         self.seed, self.sampler, self.device = int(seed), sampler or cfg.sampler, torch.device(device)
         self.guidance = cfg.guidance if guidance is None else float(guidance)
-        self.strength = cfg.strength if strength is None else float(strength)
-        self.spacing = spacing or cfg.spacing
-        if self.spacing not in ("trailing", "linspace"):
-            raise RendererError(f"unknown timestep spacing {self.spacing!r} (trailing, linspace)")
-        if not 0 < self.strength <= 1:
-            raise RendererError(f"--strength must be in (0, 1], got {self.strength:g}")
+        try:                                # the config's own checks
+            run = cfg.replace(strength=cfg.strength if strength is None else float(strength),
+                              spacing=spacing or cfg.spacing)
+        except ValueError as e:
+            raise RendererError(str(e)) from None
+        self.strength, self.spacing = run.strength, run.spacing
         self.scale = cfg.scale              # semcodec draws our frames at scale x its model size
         self._encoder = None
         self.set_prompt(prompt)
@@ -79,9 +79,6 @@ class DiffusionRenderer:
         m = self.codec.model
         return m.tokenizer.decode(tokens[None].to(self.codec.device), m.grid_for(size)).float().to(self.device)
 
-    def direct(self, feats: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        return direct_frames(self.codec, feats, size).to(self.device)
-
     @torch.no_grad()
     def render(self, tokens, size: tuple[int, int], prefix: torch.Tensor | None = None) -> torch.Tensor:
         """One group coded at the model size ``size``: ids -> ``1 x T x H x W x 3`` in [-1, 1] with
@@ -96,7 +93,7 @@ class DiffusionRenderer:
         s, st, r = cfg.space_to_depth, cfg.time_to_depth, cfg.residual_scale
         base = init = None
         if self.strength < 1 or r:
-            base = pad_frames(self.direct(feats, size), G)[:, :G]
+            base = pad_frames(direct_frames(self.codec, feats, size).to(self.device), G)[:, :G]
             init = to_latent(torch.zeros_like(base) if r else base, s, st)
         feats = pad_frames(feats, G)[:, :G]
         sem = self.model.semantic(feats) if self.model.has_control else None
