@@ -49,6 +49,35 @@ def test_world_scenes_are_legible(scenes):
     assert world.world_scene(12345) == world.world_scene(12345)
 
 
+def _overlap_frames_drawn(scene):
+    """The legibility measure by drawing every shape's whole mask in every frame of the check clip."""
+    h, w = world.LEGIBLE_SIZE
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    hits = np.zeros(len(scene.shapes))
+    for f in range(world.LEGIBLE_FRAMES):
+        masks = [synth._shape_mask(sh.shape, xx, yy, *(lambda cx, cy, r, a: (cx, cy, r + 1.0, a))(
+            *synth._place(sh, f / world.LEGIBLE_FPS, h, w))) for sh in scene.shapes]
+        for i, m in enumerate(masks):
+            hits[i] += any((m & o).any() for j, o in enumerate(masks) if j != i)
+    return list(hits / world.LEGIBLE_FRAMES)
+
+
+def test_overlap_check_equals_drawing_every_mask():
+    """The check draws masks only where two shapes' reaches meet: on crowded scenes (three large
+    shapes, random places, every shape kind and motion) it measures what drawing them all does."""
+    rng = np.random.default_rng(0)
+    touching = 0
+    for seed in range(60):
+        scene = synth.random_scene(seed, max_shapes=3)
+        for sh in scene.shapes:
+            sh.size = str(rng.choice(["medium", "large"]))
+            sh.x0, sh.y0 = (float(v) for v in rng.uniform(0.3, 0.7, 2))
+        fast, drawn = world._overlap_frames(scene), _overlap_frames_drawn(scene)
+        assert fast == drawn, (seed, fast, drawn)
+        touching += any(0 < v < 1 for v in drawn)
+    assert touching >= 10          # the scenes test the partial cases, not only all or nothing
+
+
 def test_paraphrases_templates_and_test_only_words(scenes):
     for s in scenes["train"][:40]:
         assert world.paraphrase(s) == synth.caption(s)          # canonical, canonical words
