@@ -295,6 +295,19 @@ def warm_start(model: VideoTokenizer, path) -> list[str]:
     return sorted(missing | reshaped)
 
 
+@torch.no_grad()
+def seed_codebook(model: VideoTokenizer, batches: Batches, seed: int, dev) -> None:
+    """Data-seeded codebook: codes drawn from the encoder's outputs on the first batches (at least
+    as many outputs as codes). Every DDP rank draws the same batches and seed: the same codebook."""
+    q = model.tokenizer.quantizer
+    zs, n, i = [], 0, 0
+    while n < q.size and i < 8:
+        z = model.tokenizer.encoder(model.features.embed(batches(i, 0).to(dev)))
+        zs.append(z.reshape(-1, z.shape[-1]))
+        n, i = n + zs[-1].shape[0], i + 1
+    q.init_from(torch.cat(zs), torch.Generator().manual_seed(seed))
+
+
 def _loaded_backbone(model: VideoTokenizer):
     """The backbone ``model`` already holds (a copy of the model shares it, not reloads it)."""
     return model.features.model if model.config.features == "backbone" else None
@@ -344,9 +357,7 @@ def train(args: TrainConfig) -> Path:
             print(f"initialised from {args.init}; {len(new)} new tensors", file=sys.stderr)
         ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     else:
-        with torch.no_grad():      # data-seeded codebook: every rank draws the same batch and seed
-            z = model.tokenizer.encoder(model.features.embed(batches(0, 0).to(dev)))
-            model.tokenizer.quantizer.init_from(z, torch.Generator().manual_seed(args.seed))
+        seed_codebook(model, batches, args.seed, dev)
         ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     log = out / "log.jsonl"
     if rank == 0:
@@ -360,7 +371,14 @@ def train(args: TrainConfig) -> Path:
     acc = {"loss": 0.0, "recon_loss": 0.0, "commit_loss": 0.0, "psnr": 0.0}
     from tqdm import tqdm
     bar = tqdm(total=args.steps, initial=step, disable=rank != 0 or not sys.stderr.isatty(), desc="train")
+    q = model.tokenizer.quantizer
     while step < args.steps:
+        q.bypass = step < args.continuous_steps
+        if step == args.continuous_steps > 0:      # the autoencoder phase ends: codes from what it learned
+            seed_codebook(model, batches, args.seed, dev)
+            for k, v in model.state_dict().items():
+                if k.startswith("tokenizer.quantizer."):
+                    ema[k].copy_(v)
         lr = learning_rate(args, step)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -376,8 +394,7 @@ def train(args: TrainConfig) -> Path:
         opt.step()
         step += 1
         with torch.no_grad():
-            q = model.tokenizer.quantizer
-            if args.reseed_every and step % args.reseed_every == 0:
+            if args.reseed_every and step % args.reseed_every == 0 and not q.bypass:
                 if rank == 0:
                     q.reseed_dead_codes(o["z"].detach(), threshold=args.reseed_threshold, generator=torch.Generator().manual_seed(args.seed * 1000003 + step))
                 if world > 1:

@@ -54,6 +54,9 @@ class TrainConfig:
     ema: float = _opt(0.8, "EMA decay of the weights (the paper: 0.8)", float)
     recon_weight: float = _opt(1.0, "weight of the reconstruction loss", float)
     commit_weight: float = _opt(1.0, "weight of the commitment loss", float)
+    continuous_steps: int = _opt(0, "steps of an autoencoder phase first: the quantizer passes the encoder's output "
+                                 "through, then its codebook is seeded from the encoder's outputs (0: quantize from "
+                                 "the start)", int)
     widths: tuple[int, ...] = _opt((), "training frame widths [default: the preset's]", int, many=True)
     reseed_every: int = _opt(50, "dead-code re-seeding interval (0: never)", int)
     reseed_threshold: float = _opt(0.03, "a code is dead when its usage EMA is below this fraction of the mean "
@@ -100,7 +103,7 @@ class TrainConfig:
         for name in ("steps", "batch", "log_every", "val_every", "val_groups", "ckpt_every"):
             if getattr(self, name) < 1:
                 bad(name, f"must be at least 1, got {getattr(self, name)}")
-        for name in ("warmup", "reseed_every", "threads", "seed"):
+        for name in ("warmup", "reseed_every", "threads", "seed", "continuous_steps"):
             if getattr(self, name) < 0:
                 bad(name, f"must be 0 or more, got {getattr(self, name)}")
         for name in ("lr", "min_lr", "weight_decay", "grad_weight", "recon_weight", "commit_weight", "reseed_threshold",

@@ -65,6 +65,26 @@ def test_resume_after_sigkill_is_exact(tmp_path):
     assert (run / "train.png").stat().st_size > 1000
 
 
+def test_autoencoder_phase_then_codes_seeded_from_it_resumes_exactly(tmp_path):
+    """--continuous-steps: no quantization (no commitment loss) for the first steps, then a codebook
+    seeded from the encoder's outputs; a run stopped at the switch and resumed ends where an
+    unbroken one does."""
+    args = ["--preset", "tiny", "--data", "synth", "--ckpt-every", "3", "--log-every", "1", "--lr", "1e-3",
+            "--threads", "1", "--continuous-steps", "6"]
+    run = lambda out, steps: subprocess.run([sys.executable, "-m", "semcodec.train", "--out", str(out), *args,
+                                             "--steps", str(steps)], env=_env(), capture_output=True, text=True,
+                                            timeout=600)
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    for out, steps in ((ref, 10), (cut, 6), (cut, 10)):
+        r = run(out, steps)
+        assert r.returncode == 0, r.stderr[-2000:]
+    commit = [row["commit_loss"] for row in _log(ref)]
+    assert commit[:6] == [0.0] * 6 and all(c > 0 for c in commit[6:])
+    assert [row["loss"] for row in _log(cut)] == pytest.approx([row["loss"] for row in _log(ref)], rel=1e-6)
+    a, b = load_file(str(cut / "ckpt" / "model.safetensors")), load_file(str(ref / "ckpt" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_ddp_two_processes_keep_identical_replicas(tmp_path):
     out = tmp_path / "ddp"
     cmd = [*torchrun(), "-m", "semcodec.train", "--out", str(out), "--preset", "tiny", "--data", "synth",

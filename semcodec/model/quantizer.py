@@ -20,6 +20,10 @@ class CosineQuantizer(nn.Module):
     ``commit_loss`` = ||sg(q) - z||^2 (commitment) + ||q - sg(z)||^2 (codebook), on normalised vectors.
     """
 
+    # True: the encoder's output passes through unquantized (as_code(z), ids 0, no loss): the
+    # autoencoder phase of TrainConfig.continuous_steps. Never saved; training sets it per step
+    bypass = False
+
     def __init__(self, codebook_size: int, dim: int, usage_decay: float = 0.99, backend: str = "auto"):
         super().__init__()
         codes = randn(codebook_size, dim)
@@ -34,7 +38,14 @@ class CosineQuantizer(nn.Module):
     def normalized_codebook(self) -> torch.Tensor:
         return F.normalize(self.codebook, dim=-1)
 
+    def passed_through(self, z: torch.Tensor):
+        """``forward``'s result while ``bypass`` is set."""
+        return (self.as_code(z.float()).to(z.dtype), torch.zeros(z.shape[:-1], dtype=torch.long, device=z.device),
+                z.new_zeros((), dtype=torch.float32))
+
     def forward(self, z: torch.Tensor):
+        if self.bypass:
+            return self.passed_through(z)
         shape = z.shape[:-1]
         flat = z.reshape(-1, z.shape[-1])
         idx, _ = cosine_vq(flat, self.codebook, backend=self.backend)
@@ -120,6 +131,8 @@ class EuclideanQuantizer(CosineQuantizer):
         return d2.argmin(-1)
 
     def forward(self, z: torch.Tensor):
+        if self.bypass:
+            return self.passed_through(z)
         shape = z.shape[:-1]
         flat = z.reshape(-1, z.shape[-1]).float()
         with torch.no_grad():
