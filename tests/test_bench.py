@@ -142,3 +142,17 @@ def test_speed_throughput_smoke(tmp_path, tiny_ckpt, clip5):
     assert r["first_group_s"] > 0 and r["first_frame_s"] > 0
     assert r["group_video_s"] == pytest.approx(4 / 6)
     assert "tiny" in speed.speed_table([r])
+
+
+def test_world_iframes_probe_chain(tmp_path):
+    """bench.world_iframes: a continuous variant saved, then quantized from it; one JSON entry each."""
+    from bench import world_iframes
+    out, saved = tmp_path / "r.json", tmp_path / "c.safetensors"
+    small = '{"iframe_tokens": 24, "width": 64, "heads": 2, "rope_split": [8, 12, 12], "locality_slopes": [1.0, 0.0]}'
+    common = ["--minutes", "0.001", "--batch", "2", "--config", small, "--out", str(out)]
+    c = world_iframes.main(["--name", "c", "--continuous", "--save", str(saved), *common])
+    q = world_iframes.main(["--name", "q", "--start-from", str(saved), "--picture", str(tmp_path / "q.png"), *common])
+    assert c["steps"] >= 1 and c["continuous"] and c["psnr_at_start"] is None and c["tokens_per_frame"] == 24
+    assert q["psnr_at_start"] is not None and 5 < q["test_psnr"] < 60
+    assert set(json.loads(out.read_text())["variants"]) == {"c", "q"}
+    assert (tmp_path / "q.png").stat().st_size > 1000
