@@ -59,8 +59,8 @@ def train_args(a, steps: int, minutes: float) -> list[str]:
             "--schedule", "cosine", "--min-lr", str(a.lr / 30), "--warmup", "200", "--bf16", "--ema", "0.999",
             "--reseed-threshold", "0.05", "--widths", "160", "192", "224", "--group-frames", *frames,
             "--fps-choices", "2", "4", "4", "4", "8", "--val-groups", "1", "--val-every", str(max(100, steps // 10)),
-            "--ckpt-every", str(max(50, steps // 20)), "--max-minutes", str(minutes)] + \
-           (["--init", a.init] if a.init else [])
+            "--ckpt-every", str(max(50, steps // 20)), "--max-minutes", str(minutes),
+            "--continuous-steps", str(int(a.continuous * steps))] + (["--init", a.init] if a.init else [])
 
 
 def run_train(a) -> None:
@@ -109,6 +109,8 @@ def main(argv=None):
     tr.add_argument("--lr", type=float, default=5e-4)
     tr.add_argument("--ddp", type=int, default=1)
     tr.add_argument("--prior-batches", type=int, default=100)
+    tr.add_argument("--continuous", type=float, default=0.0,
+                    help="fraction of the steps trained as an autoencoder before quantizing (--continuous-steps)")
     a = p.parse_args(argv)
     if a.cmd == "pack":
         pack(a.out, a.max_mib)

@@ -170,10 +170,11 @@ def test_pack_trains_without_video_files(tmp_path):
     assert src.sample(np.random.default_rng(0), 3, (32, 48), 3.0).shape == (3, 32, 48, 3)
     out = tmp_path / "run"
     r = subprocess.run([sys.executable, "-m", "semcodec.gpu_recipe", "train", "--pack", str(pack), "--preset", "tiny",
-                        "--name", "tiny-gpu", "--steps", "2", "--batch", "1", "--out", str(out), "--prior-batches", "1"],
-                       env=_env(), capture_output=True, text=True, timeout=300)
+                        "--name", "tiny-gpu", "--steps", "2", "--batch", "1", "--out", str(out), "--prior-batches", "1",
+                        "--continuous", "0.5"], env=_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert load_checkpoint(out / "tiny-gpu.safetensors").name == "tiny-gpu"
+    assert json.loads((out / "ckpt" / "state.json").read_text())["args"]["continuous_steps"] == 1
     assert [row["step"] for row in _log(out) if "loss" in row] == [2]
 
 
