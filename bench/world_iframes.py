@@ -50,6 +50,7 @@ def main(argv=None) -> dict:
     from semcodec.data import world
     from semcodec.model.video_tokenizer import VideoTokenizer
     from semcodec.presets import get_preset
+    from semcodec.train import seed_codebook
     torch.set_num_threads(a.threads)
     cfg = get_preset("world").replace(**json.loads(a.config))
     torch.manual_seed(0)
@@ -66,9 +67,7 @@ def main(argv=None) -> dict:
         model.load_state_dict(load_file(a.start_from))
     q.bypass = a.continuous
     if not a.continuous:             # a data-seeded codebook: from the encoder as it stands
-        with torch.no_grad():
-            z = torch.cat([model.tokenizer.encoder(model.features.embed(batch(10 ** 6 + i))) for i in range(4)], 1)
-            q.init_from(z, torch.Generator().manual_seed(0))
+        seed_codebook(model, lambda i, rank: batch(10 ** 6 + i), 0, "cpu")
     test = as_input(_frames(src, world.split_seeds("test", 48)))
 
     def psnr() -> tuple[float, torch.Tensor]:

@@ -296,9 +296,10 @@ def warm_start(model: VideoTokenizer, path) -> list[str]:
 
 
 @torch.no_grad()
-def seed_codebook(model: VideoTokenizer, batches: Batches, seed: int, dev) -> None:
-    """Data-seeded codebook: codes drawn from the encoder's outputs on the first batches (at least
-    as many outputs as codes). Every DDP rank draws the same batches and seed: the same codebook."""
+def seed_codebook(model: VideoTokenizer, batches, seed: int, dev) -> None:
+    """Data-seeded codebook: codes drawn from the encoder's outputs on the first batches (as many
+    outputs as codes, or 8 batches). ``batches(step, rank)`` as :class:`Batches`; every DDP rank
+    draws rank 0's batches with the same seed: the same codebook."""
     q = model.tokenizer.quantizer
     zs, n, i = [], 0, 0
     while n < q.size and i < 8:

@@ -55,8 +55,10 @@ def _overlap_frames_drawn(scene):
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     hits = np.zeros(len(scene.shapes))
     for f in range(world.LEGIBLE_FRAMES):
-        masks = [synth._shape_mask(sh.shape, xx, yy, *(lambda cx, cy, r, a: (cx, cy, r + 1.0, a))(
-            *synth._place(sh, f / world.LEGIBLE_FPS, h, w))) for sh in scene.shapes]
+        masks = []
+        for sh in scene.shapes:
+            cx, cy, r, angle = synth._place(sh, f / world.LEGIBLE_FPS, h, w)
+            masks.append(synth._shape_mask(sh.shape, xx, yy, cx, cy, r + 1.0, angle))
         for i, m in enumerate(masks):
             hits[i] += any((m & o).any() for j, o in enumerate(masks) if j != i)
     return list(hits / world.LEGIBLE_FRAMES)

@@ -152,16 +152,16 @@ def _overlap_frames(scene: Scene) -> list[float]:
     for f, i, j in pairs:
         if touch[f, i] and touch[f, j]:
             continue
-        places = [tuple(float(v[f]) for v in paths[k]) for k in (i, j)]
+        (xi, yi, ri, ai), (xj, yj, rj, aj) = ([float(v[f]) for v in paths[k]] for k in (i, j))
+        ei, ej = reach[i][f], reach[j][f]
         # the masks can only meet where both reaches' boxes do
-        y0, x0 = (max(0, int(max(p[a] - reach[k][f] for p, k in zip(places, (i, j)))) - 1) for a in (1, 0))
-        y1, x1 = (min(lim, int(min(p[a] + reach[k][f] for p, k in zip(places, (i, j)))) + 2)
-                  for a, lim in ((1, h), (0, w)))
+        y0, y1 = max(0, int(max(yi - ei, yj - ej)) - 1), min(h, int(min(yi + ei, yj + ej)) + 2)
+        x0, x1 = max(0, int(max(xi - ei, xj - ej)) - 1), min(w, int(min(xi + ei, xj + ej)) + 2)
         if y1 <= y0 or x1 <= x0:
             continue
         sy, sx = yy[y0:y1, x0:x1], xx[y0:y1, x0:x1]
-        mi, mj = (synth._shape_mask(scene.shapes[k].shape, sx, sy, cx, cy, r + 1.0, angle)
-                  for k, (cx, cy, r, angle) in zip((i, j), places))
+        mi = synth._shape_mask(scene.shapes[i].shape, sx, sy, xi, yi, ri + 1.0, ai)
+        mj = synth._shape_mask(scene.shapes[j].shape, sx, sy, xj, yj, rj + 1.0, aj)
         if (mi & mj).any():
             touch[f, i] = touch[f, j] = True
     return list(touch.sum(0) / LEGIBLE_FRAMES)
