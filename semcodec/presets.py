@@ -58,6 +58,8 @@ class CodecConfig(ConfigDict):
                                       # decoder positions from the latents at theirs (needs "grid")
     iframe_skip: bool = False         # decoder positions of P-frames also start from the IFrame latents
                                       # at their place: P tokens then code what changed (needs lattice_skip)
+    pframe_warp: bool = False         # motion compensation in the conv head: frame t is frame t-1's
+                                      # picture moved by a predicted flow, blended with its own picture
 
     def __post_init__(self):
         if self.overlap is None:
@@ -70,6 +72,8 @@ class CodecConfig(ConfigDict):
             raise ConfigError("iframe_skip needs lattice_skip")
         if self.lattice_skip and self.query_layout != "grid":
             raise ConfigError("lattice_skip needs query_layout='grid'")
+        if self.pframe_warp and self.features != "conv":
+            raise ConfigError("pframe_warp needs features='conv'")
         if self.locality_slopes is not None and len(self.locality_slopes) != self.heads:
             raise ConfigError(f"locality_slopes needs one slope per head ({self.heads})")
         if not 0 <= self.overlap < self.group:

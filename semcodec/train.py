@@ -36,6 +36,8 @@ from .model.video_tokenizer import VideoTokenizer
 from .presets import CodecConfig
 from .train_config import TrainConfig
 
+FLOW_WEIGHT = 1.0    # pframe_warp: the decoder's flow error (cells^2) beside the pixel MSE ([-1, 1]^2)
+
 
 # ------------------------------------------------------------------ distributed
 def setup_dist():
@@ -387,6 +389,8 @@ def train(args: TrainConfig) -> Path:
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
             o = ddp(x)
         loss = args.recon_weight * o["recon_loss"] + args.commit_weight * o["commit_loss"]
+        if "flow_loss" in o:        # pframe_warp: the decoder's flow against the measured one
+            loss = loss + FLOW_WEIGHT * o["flow_loss"]
         if args.grad_weight and "video" in o:
             loss = loss + args.grad_weight * gradient_loss(o["video"].float(), x.float())
         opt.zero_grad(set_to_none=True)

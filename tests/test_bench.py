@@ -144,6 +144,20 @@ def test_speed_throughput_smoke(tmp_path, tiny_ckpt, clip5):
     assert "tiny" in speed.speed_table([r])
 
 
+def test_world_codec_psnr_by_group_place():
+    """bench.world_codec's profile: frame j counts at place j mod stride, each place its mean PSNR."""
+    from bench.world_codec import by_group_place
+    truth = np.zeros((5, 2, 2, 3), np.uint8)
+    rec = truth.copy()
+    rec[1] = 255 // 10          # places: 0 <- frames 0, 3 (exact: 100 dB cap), 1 <- 1, 4; 2 <- 2
+    rec[4] = 255 // 100
+    rec[2] = 255 // 100
+    out = by_group_place([truth], [rec], 3)
+    exact = 10 * np.log10(255 ** 2 / 1e-10)
+    psnr = lambda v: 10 * np.log10(255 ** 2 / v ** 2)
+    assert np.allclose(out, [exact, (psnr(25) + psnr(2)) / 2, psnr(2)])
+
+
 def test_world_iframes_probe_chain(tmp_path):
     """bench.world_iframes: a continuous variant saved, then quantized from it; one JSON entry each."""
     from bench import world_iframes

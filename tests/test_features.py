@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from semcodec import VideoTokenizer, get_preset
 from semcodec.features import ConvFeatures, PixelPatches, ViTBackbone, ViTConfig, patchify, unpatchify
 from semcodec.features.backbone import PretrainedBackbone, load_backbone, save_backbone
+from semcodec.features.motion import block_flow, compensate, warp
 
 
 @settings(max_examples=40, deadline=None)
@@ -36,6 +37,60 @@ def test_conv_features_shapes_and_gradients(name):
     assert y.shape == x.shape
     y.square().mean().backward()
     assert all(p.grad is not None for p in m.parameters())
+
+
+def test_warp_moves_a_picture_by_whole_and_half_pixels():
+    img = torch.rand(2, 6, 9, 3)
+    flow = torch.zeros(2, 6, 9, 2)
+    assert torch.allclose(warp(img, flow), img, atol=1e-6)
+    flow[..., 0] = 2                          # each place takes the pixel 2 to its right
+    assert torch.allclose(warp(img, flow)[:, :, :7], img[:, :, 2:], atol=1e-6)
+    assert torch.allclose(warp(img, flow)[:, :, 7:], img[:, :, 8:9].expand(-1, -1, 2, -1), atol=1e-6)  # border
+    flow[..., 0], flow[..., 1] = 0, -0.5      # half a pixel up: the mean of two rows
+    assert torch.allclose(warp(img, flow)[:, 1:], (img[:, 1:] + img[:, :-1]) / 2, atol=1e-6)
+
+
+def test_block_flow_finds_a_moved_square():
+    video = torch.full((1, 3, 32, 48, 3), -0.5)
+    video[0, 0, 8:16, 8:16] = 0.8
+    video[0, 1, 8:16, 11:19] = 0.8            # 3 px right
+    video[0, 2, 10:18, 11:19] = 0.8           # then 2 px down
+    f = block_flow(video)
+    assert f.shape == (1, 3, 8, 12, 2) and not f[:, 0].any()
+    # blocks on the square's edges look 3 px left (resp. 2 px up) in the frame before; flat blocks stay still
+    assert torch.equal(f[0, 1, 2:4, 2, 0], torch.tensor([-3.0, -3.0])) and torch.equal(f[0, 1, 2:4, 4, 0], torch.tensor([-3.0, -3.0]))
+    assert torch.equal(f[0, 2, 2, 2:5, 1], torch.tensor([-2.0, -2.0, -2.0]))
+    assert not f[0, 1, :, 6:].any() and not f[0, 1, 6:].any()
+
+
+def test_motion_compensation_chains_frames():
+    torch.manual_seed(0)
+    rgb = torch.rand(1, 4, 5, 7, 3)
+    still = torch.zeros(1, 4, 5, 7, 2)
+    assert torch.equal(compensate(rgb, still, torch.zeros(1, 4, 5, 7, 1)), rgb)       # weight 0: own pictures
+    held = compensate(rgb, still, torch.ones(1, 4, 5, 7, 1))                           # weight 1: frame 0 held
+    assert torch.allclose(held, rgb[:, :1].expand(-1, 4, -1, -1, -1))
+    moving = still.clone()
+    moving[..., 0] = -1                       # frame t = frame t-1 moved one pixel right
+    out = compensate(rgb, moving, torch.ones(1, 4, 5, 7, 1))
+    assert torch.allclose(out[:, 3, :, 3:], rgb[:, 0, :, :4], atol=1e-6)
+
+
+def test_pframe_warp_head_starts_near_the_plain_head_and_learns_its_flow():
+    cfg = get_preset("tiny").replace(name="tiny-warp", pframe_warp=True)
+    torch.manual_seed(0)
+    m = VideoTokenizer(cfg)
+    plain = VideoTokenizer(get_preset("tiny"))
+    plain.load_state_dict({k: v for k, v in m.state_dict().items() if "motion" not in k})
+    video = torch.rand(1, cfg.group, *cfg.frame_size, 3) * 2 - 1
+    out, ref = m(video), plain(video)
+    assert torch.equal(out["video"][:, 0], ref["video"][:, 0])                       # the IFrame is untouched
+    assert not torch.equal(out["video"][:, 1:], ref["video"][:, 1:])
+    assert "flow_loss" in out and "flow_loss" not in ref
+    (out["recon_loss"] + out["flow_loss"]).backward()
+    assert m.features.motion.weight.grad.abs().sum() > 0
+    with pytest.raises(Exception, match="pframe_warp needs features='conv'"):
+        get_preset("tiny").replace(name="x", features="pixels", feature_dim=768, pframe_warp=True)
 
 
 def test_pretrained_backbone_from_a_local_path(tmp_path):

@@ -19,7 +19,8 @@ def build_feature_space(cfg: CodecConfig, backbone=None) -> FeatureSpace:
     if cfg.features == "pixels":
         return PixelPatches(cfg.patch)
     if cfg.features == "conv":
-        return ConvFeatures(cfg.patch, cfg.feature_dim, cfg.stem_channels, cfg.stem_blocks, cfg.head_blocks)
+        return ConvFeatures(cfg.patch, cfg.feature_dim, cfg.stem_channels, cfg.stem_blocks, cfg.head_blocks,
+                            motion=cfg.pframe_warp)
     if cfg.features == "backbone":
         return PretrainedBackbone(backbone, cfg.patch, cfg.feature_dim, cfg.backbone_fit)
     raise ValueError(f"unknown feature space '{cfg.features}' (known: pixels, conv, backbone)")

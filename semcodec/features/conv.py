@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
 from .base import FeatureSpace
+from .motion import compensate
 
 
 class ResBlock(nn.Module):
@@ -36,7 +38,7 @@ def res_stack(ch: int, n: int) -> nn.Sequential:
 
 class ConvFeatures(FeatureSpace):
     def __init__(self, patch: int, feature_dim: int, channels: tuple[int, ...], stem_blocks: int = 1,
-                 head_blocks: int = 1):
+                 head_blocks: int = 1, motion: bool = False):
         super().__init__()
         stages = int(math.log2(patch // 4))
         if patch < 4 or 4 * 2 ** stages != patch or len(channels) != stages:
@@ -52,6 +54,10 @@ class ConvFeatures(FeatureSpace):
             head += [nn.Conv2d(a, 4 * b, 3, padding=1), nn.PixelShuffle(2), res_stack(b, head_blocks)]
         head += [nn.SiLU(), nn.Conv2d(widths[0], 48, 3, padding=1), nn.PixelShuffle(4)]
         self.head = nn.Sequential(*head)
+        # motion compensation (``CodecConfig.pframe_warp``): from the head's last stage (a quarter of
+        # the frame size), a flow (x, y in output pixels) and a blend logit per place. Zero weights:
+        # no motion, and a small blend (sigmoid(-2)), so a model without it starts out the same
+        self.motion = nn.Conv2d(widths[0], 3, 3, padding=1) if motion else None
         # variance-preserving init: PyTorch's default shrinks the signal ~1/sqrt(3) per conv, and
         # through the head that leaves a near-zero picture that takes ~1000 steps to grow. Built on
         # the meta device (a checkpoint being loaded) there is nothing to initialise, and normal_
@@ -60,6 +66,10 @@ class ConvFeatures(FeatureSpace):
             if isinstance(mod, nn.Conv2d) and not getattr(mod, "zero_init", False) and not mod.weight.is_meta:
                 nn.init.kaiming_normal_(mod.weight, nonlinearity="linear")
                 nn.init.zeros_(mod.bias)
+        if self.motion is not None and not self.motion.weight.is_meta:
+            nn.init.zeros_(self.motion.weight)
+            with torch.no_grad():
+                self.motion.bias.copy_(torch.tensor([0.0, 0.0, -2.0]))
 
         self._register_load_state_dict_pre_hook(self._upgrade_keys)
 
@@ -77,7 +87,20 @@ class ConvFeatures(FeatureSpace):
         x = self.stem(rearrange(video, "b t h w c -> (b t) c h w"))
         return rearrange(x, "(b t) c h w -> b t h w c", b=B)
 
-    def render(self, feats):
-        B = feats.shape[0]
-        x = self.head(rearrange(feats, "b t h w c -> (b t) c h w"))
-        return rearrange(x, "(b t) c h w -> b t h w c", b=B)
+    def render(self, feats, with_flow: bool = False):
+        """Features ``B x T x h x w x C`` of a group (frame 0 its IFrame) -> ``B x T x H x W x 3``.
+        With motion compensation, frame t is frame t-1's picture moved by the predicted flow,
+        blended with the frame's own picture by the predicted weight; ``with_flow``: also return
+        that flow, ``B x T x H/4 x W/4 x 2`` (None without motion compensation)."""
+        B, T = feats.shape[:2]
+        x = self.head[:-3](rearrange(feats, "b t h w c -> (b t) c h w"))
+        rgb = rearrange(self.head[-3:](x), "(b t) c h w -> b t h w c", b=B)
+        if self.motion is None or T == 1:
+            return (rgb, None) if with_flow else rgb
+        low = self.motion(x).float()
+        scale = rgb.shape[2] // x.shape[2]
+        m = rearrange(F.interpolate(low, scale_factor=scale, mode="bilinear", align_corners=False),
+                      "(b t) c h w -> b t h w c", b=B)
+        out = compensate(rgb.float(), m[..., :2], torch.sigmoid(m[..., 2:])).to(rgb.dtype)
+        return (out, rearrange(low[:, :2], "(b t) c h w -> b t h w c", b=B)) if with_flow else out
+

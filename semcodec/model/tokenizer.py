@@ -165,11 +165,20 @@ class Encoder(_Transformer):
         self.pframe_queries = nn.Parameter(randn(cfg.pframe_tokens, cfg.width))  # shared by P-frames
         self.norm_out = nn.LayerNorm(cfg.width)
         self.out_proj = nn.Linear(cfg.width, cfg.codebook_dim)
+        # pframe_warp: each cell's measured motion since the frame before (zero-init: no effect at first)
+        self.motion_proj = nn.Linear(2, cfg.width) if cfg.pframe_warp else None
+        if self.motion_proj is not None and not self.motion_proj.weight.is_meta:
+            nn.init.zeros_(self.motion_proj.weight)
+            nn.init.zeros_(self.motion_proj.bias)
 
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+    def forward(self, feats: torch.Tensor, motion: torch.Tensor | None = None) -> torch.Tensor:
+        """``motion``: ``B x T x h x w x 2``, each cell's flow to the frame before, in cells (only
+        with ``pframe_warp``)."""
         B, T, h, w, C = feats.shape
         layout = self.layout(T, (h, w))
         vis = self.in_proj(feats.reshape(B, T * h * w, C))
+        if self.motion_proj is not None and motion is not None:
+            vis = vis + self.motion_proj(motion.to(vis.dtype).reshape(B, T * h * w, 2))
         queries = torch.cat([self.iframe_queries, self.pframe_queries.repeat(T - 1, 1)]).to(vis.dtype)
         queries = queries.expand(B, -1, -1)
         if self.cfg.lattice_skip:
@@ -234,16 +243,16 @@ class SemanticTokenizer(nn.Module):
     def set_attention_backend(self, backend: str) -> None:
         self.encoder.attn_backend = self.decoder.attn_backend = backend
 
-    def encode(self, feats: torch.Tensor) -> torch.Tensor:
-        _, idx, _ = self.quantizer(self.encoder(feats))
+    def encode(self, feats: torch.Tensor, motion: torch.Tensor | None = None) -> torch.Tensor:
+        _, idx, _ = self.quantizer(self.encoder(feats, motion))
         return idx
 
     def decode(self, indices: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
         grid = grid or self.config.grid
         return self.decoder(self.quantizer.lookup(indices).to(self.decoder.latent_proj.weight.dtype), grid)
 
-    def forward(self, feats: torch.Tensor) -> dict:
-        z = self.encoder(feats)
+    def forward(self, feats: torch.Tensor, motion: torch.Tensor | None = None) -> dict:
+        z = self.encoder(feats, motion)
         zq, idx, commit = self.quantizer(z)
         recon = self.decoder(zq, feats.shape[2:4])
         return {"recon": recon, "indices": idx, "z": z, "commit_loss": commit,

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..features import build_feature_space
+from ..features.motion import block_flow
 from ..presets import CodecConfig
 from .tokenizer import SemanticTokenizer
 
@@ -16,7 +18,8 @@ class VideoTokenizer(nn.Module):
 
     ``encode(video)``: ``B x T x H x W x 3`` float in [-1, 1] (T <= group, H and W multiples of
     the patch) -> ``B x N`` int64 token ids. ``decode(indices, size)``: -> ``B x T x H x W x 3``
-    in [-1, 1] (clamped). ``forward(video)`` -> dict of losses and the reconstruction.
+    in [-1, 1] (clamped). ``forward(video)`` -> dict of losses and the reconstruction (with
+    ``pframe_warp`` also ``flow_loss``: the decoder's flow against block matching, in cells^2).
     """
 
     def __init__(self, config: CodecConfig, backbone=None):
@@ -29,8 +32,18 @@ class VideoTokenizer(nn.Module):
         p = self.config.patch
         return size[0] // p, size[1] // p
 
+    def motion(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
+        """With ``pframe_warp``: the block-matching flow of ``video`` (``B x T x H/4 x W/4 x 2``,
+        pixels) and the same per feature cell in cells (what the encoder is told); else Nones."""
+        if not self.config.pframe_warp:
+            return None, None
+        flow = block_flow(video)
+        k = self.config.patch // 4
+        cells = F.avg_pool2d(flow.flatten(0, 1).permute(0, 3, 1, 2), k).permute(0, 2, 3, 1) / self.config.patch
+        return flow, cells.reshape(*flow.shape[:2], *cells.shape[1:])
+
     def encode(self, video: torch.Tensor) -> torch.Tensor:
-        return self.tokenizer.encode(self.features.embed(video))
+        return self.tokenizer.encode(self.features.embed(video), self.motion(video)[1])
 
     def decode(self, indices: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         feats = self.tokenizer.decode(indices, self.grid_for(size))
@@ -38,12 +51,17 @@ class VideoTokenizer(nn.Module):
 
     def forward(self, video: torch.Tensor) -> dict:
         feats = self.features.embed(video)
-        out = self.tokenizer(feats)
+        flow, cells = self.motion(video)
+        out = self.tokenizer(feats, cells)
         if self.features.can_render and self.features.trainable:
             # end to end: the loss is on pixels, through the learned head
-            recon = self.features.render(out["recon"])
+            recon, pred = self.features.render(out["recon"], with_flow=True) if flow is not None else \
+                (self.features.render(out["recon"]), None)
             out["video"] = recon
-            out["recon_loss"] = torch.nn.functional.mse_loss(recon.float(), video.float())
+            out["recon_loss"] = F.mse_loss(recon.float(), video.float())
+            if pred is not None:
+                # the decoder's flow learns from the measured one (in cells, so of the order of 1)
+                out["flow_loss"] = F.mse_loss(pred[:, 1:] / self.config.patch, flow[:, 1:] / self.config.patch)
         elif self.features.can_render:
             out["video"] = self.features.render(out["recon"])
         return out
