@@ -93,6 +93,7 @@ class ConvFeatures(FeatureSpace):
         blended with the frame's own picture by the predicted weight; ``with_flow``: also return
         that flow, ``B x T x H/4 x W/4 x 2`` (None without motion compensation)."""
         B, T = feats.shape[:2]
+        # the head's last three layers (SiLU, conv, pixel-shuffle) turn its last stage into pixels
         x = self.head[:-3](rearrange(feats, "b t h w c -> (b t) c h w"))
         rgb = rearrange(self.head[-3:](x), "(b t) c h w -> b t h w c", b=B)
         if self.motion is None or T == 1:
@@ -103,4 +104,3 @@ class ConvFeatures(FeatureSpace):
                       "(b t) c h w -> b t h w c", b=B)
         out = compensate(rgb.float(), m[..., :2], torch.sigmoid(m[..., 2:])).to(rgb.dtype)
         return (out, rearrange(low[:, :2], "(b t) c h w -> b t h w c", b=B)) if with_flow else out
-
