@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 import semcodec
 from bench import rd, speed, tokens
@@ -156,6 +157,28 @@ def test_world_codec_psnr_by_group_place():
     exact = 10 * np.log10(255 ** 2 / 1e-10)
     psnr = lambda v: 10 * np.log10(255 ** 2 / v ** 2)
     assert np.allclose(out, [exact, (psnr(25) + psnr(2)) / 2, psnr(2)])
+
+
+def test_world_motion_reads_the_motion_back(tmp_path):
+    """bench.world_motion on a small pframe_warp model: the encoder output carries the motion it is
+    given straight into each PFrame code (a random network already), and a model without
+    pframe_warp is refused in one line."""
+    from bench import world_motion
+    cfg = semcodec.get_preset("world").replace(
+        name="world-warp", pframe_warp=True, iframe_tokens=24, width=64, heads=2, rope_split=(8, 12, 12),
+        locality_slopes=(1.0, 0.0), stem_channels=(16,), feature_dim=32, codebook_size=64)
+    torch.manual_seed(0)
+    path = tmp_path / "w.safetensors"
+    semcodec.save_checkpoint(semcodec.VideoTokenizer(cfg), cfg, path)
+    doc = world_motion.main(["--model", str(path), "--clips", "6", "--threads", "1", "--out", str(tmp_path / "m.json")])
+    assert doc["tokens"] == 6 * 15 * cfg.pframe_tokens and 0 < doc["moving_tokens"] < 1
+    assert doc["r2_z"] > 0.5 and doc["r2_zq"] < doc["r2_z"]
+    assert json.loads((tmp_path / "m.json").read_text())["r2_flow_head"] == doc["r2_flow_head"]
+    plain = tmp_path / "p.safetensors"
+    base = cfg.replace(name="world-plain", pframe_warp=False)
+    semcodec.save_checkpoint(semcodec.VideoTokenizer(base), base, plain)
+    with pytest.raises(SystemExit, match="^error: model 'world-plain' has no pframe_warp: its tokens carry no motion to measure$"):
+        world_motion.main(["--model", str(plain), "--out", str(tmp_path / "n.json")])
 
 
 def test_world_iframes_probe_chain(tmp_path):

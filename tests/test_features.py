@@ -63,6 +63,18 @@ def test_block_flow_finds_a_moved_square():
     assert not f[0, 1, :, 6:].any() and not f[0, 1, 6:].any()
 
 
+def test_moving_flow_averages_the_moving_blocks_of_each_part():
+    from semcodec.features.motion import moving_flow
+    flow = torch.zeros(1, 2, 4, 6, 2)
+    flow[0, 1, 0, 0] = torch.tensor([2.0, 0.0])      # part (0, 0): one block moves 2 px, one -1 px in x
+    flow[0, 1, 1, 1] = torch.tensor([-1.0, 0.0])
+    flow[0, 1, 3, 5] = torch.tensor([0.0, 3.0])      # part (1, 1): one block moves 3 px down
+    out = moving_flow(flow, (2, 2))
+    assert out.shape == (1, 2, 2, 2, 2) and not out[:, 0].any()
+    assert torch.allclose(out[0, 1, 0, 0], torch.tensor([0.5, 0.0])) and torch.allclose(out[0, 1, 1, 1], torch.tensor([0.0, 3.0]))
+    assert not out[0, 1, 0, 1].any() and not out[0, 1, 1, 0].any()
+
+
 def test_motion_compensation_chains_frames():
     torch.manual_seed(0)
     rgb = torch.rand(1, 4, 5, 7, 3)
@@ -81,14 +93,19 @@ def test_pframe_warp_head_starts_near_the_plain_head_and_learns_its_flow():
     torch.manual_seed(0)
     m = VideoTokenizer(cfg)
     plain = VideoTokenizer(get_preset("tiny"))
-    plain.load_state_dict({k: v for k, v in m.state_dict().items() if "motion" not in k})
+    plain.load_state_dict({k: v for k, v in m.state_dict().items() if "motion" not in k and "flow_head" not in k})
     video = torch.rand(1, cfg.group, *cfg.frame_size, 3) * 2 - 1
     out, ref = m(video), plain(video)
     assert torch.equal(out["video"][:, 0], ref["video"][:, 0])                       # the IFrame is untouched
     assert not torch.equal(out["video"][:, 1:], ref["video"][:, 1:])
     assert "flow_loss" in out and "flow_loss" not in ref
     (out["recon_loss"] + out["flow_loss"]).backward()
-    assert m.features.motion.weight.grad.abs().sum() > 0
+    for lin in (m.features.motion, m.tokenizer.decoder.flow_head, m.tokenizer.encoder.motion_proj):
+        assert lin.weight.grad.abs().sum() > 0          # the whole motion path learns from the first step
+    with torch.no_grad():                               # decoding reads the P tokens' motion too
+        ids = m.encode(video)
+        assert m.tokenizer.decode_flow(ids).shape == (1, cfg.group, 2, 2, 2)
+        assert torch.allclose(m.decode(ids, cfg.frame_size), out["video"].clamp(-1, 1), atol=1e-4)
     with pytest.raises(Exception, match="pframe_warp needs features='conv'"):
         get_preset("tiny").replace(name="x", features="pixels", feature_dim=768, pframe_warp=True)
 

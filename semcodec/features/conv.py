@@ -87,11 +87,13 @@ class ConvFeatures(FeatureSpace):
         x = self.stem(rearrange(video, "b t h w c -> (b t) c h w"))
         return rearrange(x, "(b t) c h w -> b t h w c", b=B)
 
-    def render(self, feats, with_flow: bool = False):
+    def render(self, feats, flow=None, with_flow: bool = False):
         """Features ``B x T x h x w x C`` of a group (frame 0 its IFrame) -> ``B x T x H x W x 3``.
-        With motion compensation, frame t is frame t-1's picture moved by the predicted flow,
-        blended with the frame's own picture by the predicted weight; ``with_flow``: also return
-        that flow, ``B x T x H/4 x W/4 x 2`` (None without motion compensation)."""
+        With motion compensation, frame t is frame t-1's picture moved by a flow, blended with the
+        frame's own picture by a predicted weight. The flow is ``flow`` (``B x T x r x c x 2``,
+        pixels, on any lattice: the PFrame tokens' motion) spread over the frame, plus the head's
+        correction. ``with_flow``: also return that flow at a quarter of the frame size,
+        ``B x T x H/4 x W/4 x 2`` (None without motion compensation)."""
         B, T = feats.shape[:2]
         # the head's last three layers (SiLU, conv, pixel-shuffle) turn its last stage into pixels
         x = self.head[:-3](rearrange(feats, "b t h w c -> (b t) c h w"))
@@ -99,6 +101,10 @@ class ConvFeatures(FeatureSpace):
         if self.motion is None or T == 1:
             return (rgb, None) if with_flow else rgb
         low = self.motion(x).float()
+        if flow is not None:
+            spread = F.interpolate(rearrange(flow.float(), "b t r c k -> (b t) k r c"), size=low.shape[2:],
+                                   mode="bilinear", align_corners=False)
+            low = torch.cat([low[:, :2] + spread, low[:, 2:]], 1)
         scale = rgb.shape[2] // x.shape[2]
         m = rearrange(F.interpolate(low, scale_factor=scale, mode="bilinear", align_corners=False),
                       "(b t) c h w -> b t h w c", b=B)

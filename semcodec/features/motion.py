@@ -51,3 +51,13 @@ def block_flow(video: torch.Tensor, block: int = 4, radius: int = 4, still_bias:
     best = torch.tensor(shifts, dtype=torch.float32, device=video.device)[cost.argmin(-1)]
     out[:, 1:] = best.reshape(B, T - 1, H // block, W // block, 2)
     return out
+
+
+def moving_flow(flow: torch.Tensor, lattice: tuple[int, int]) -> torch.Tensor:
+    """Block flows ``B x T x h x w x 2`` -> the mean flow of the moving blocks (non-zero flow) in
+    each part of a ``lattice`` (rows x cols) over the frame, zero where nothing moves."""
+    B, T = flow.shape[:2]
+    f = flow.flatten(0, 1).permute(0, 3, 1, 2)
+    moving = (f.abs().sum(1, keepdim=True) > 0).float()
+    mean = F.adaptive_avg_pool2d(f * moving, lattice) / F.adaptive_avg_pool2d(moving, lattice).clamp(min=1e-6)
+    return mean.permute(0, 2, 3, 1).reshape(B, T, *lattice, 2)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from kernels import masked_attention
 
+from ..features.motion import moving_flow
 from ..presets import CodecConfig
 from .masks import AttentionMask, TokenLayout, lattice_shape
 from .init import randn
@@ -165,11 +166,16 @@ class Encoder(_Transformer):
         self.pframe_queries = nn.Parameter(randn(cfg.pframe_tokens, cfg.width))  # shared by P-frames
         self.norm_out = nn.LayerNorm(cfg.width)
         self.out_proj = nn.Linear(cfg.width, cfg.codebook_dim)
-        # pframe_warp: each cell's measured motion since the frame before (zero-init: no effect at first)
-        self.motion_proj = nn.Linear(2, cfg.width) if cfg.pframe_warp else None
+        # pframe_warp: each cell's measured motion since the frame before. Not zero-initialised (a
+        # dead start, as for the decoder's flow head); still cells (every IFrame cell) are
+        # unchanged either way
+        self.motion_proj = nn.Linear(2, cfg.width, bias=False) if cfg.pframe_warp else None
+        # ... and each PFrame token's part's motion, straight into its code: one attention layer
+        # and a resampling dilute the cells' motion to nothing a linear map can read back
+        self.motion_out = nn.Linear(2, cfg.codebook_dim, bias=False) if cfg.pframe_warp else None
         if self.motion_proj is not None and not self.motion_proj.weight.is_meta:
-            nn.init.zeros_(self.motion_proj.weight)
-            nn.init.zeros_(self.motion_proj.bias)
+            nn.init.normal_(self.motion_proj.weight, std=0.5)
+            nn.init.normal_(self.motion_out.weight, std=20.0)    # z has a norm of about 10
 
     def forward(self, feats: torch.Tensor, motion: torch.Tensor | None = None) -> torch.Tensor:
         """``motion``: ``B x T x h x w x 2``, each cell's flow to the frame before, in cells (only
@@ -185,7 +191,12 @@ class Encoder(_Transformer):
             queries = queries + grid_to_lattice(vis.view(B, T, h, w, -1), self.cfg)
         x = torch.cat([vis, queries], dim=1)
         x = self.run_blocks(x, layout, "encoder")
-        return self.out_proj(self.norm_out(x[:, layout.n_visual:]))
+        z = self.out_proj(self.norm_out(x[:, layout.n_visual:]))
+        if self.motion_out is not None and motion is not None and T > 1:
+            part = moving_flow(motion[:, 1:].float(), lattice_shape(self.cfg.pframe_tokens, (h, w)))
+            nI = self.cfg.iframe_tokens
+            z = torch.cat([z[:, :nI], z[:, nI:] + self.motion_out(part.to(z.dtype)).reshape(B, -1, z.shape[-1])], 1)
+        return z
 
 
 class Decoder(_Transformer):
@@ -197,12 +208,30 @@ class Decoder(_Transformer):
         self.mask_token = nn.Parameter(randn(cfg.width, std=0.02))   # one token, every position
         self.head = nn.Sequential(nn.LayerNorm(cfg.width), nn.Linear(cfg.width, 2 * cfg.width), nn.Tanh(),
                                   nn.Linear(2 * cfg.width, cfg.feature_dim))
+        # pframe_warp: each P token also says how its part of the frame moved. Small but not zero:
+        # its gradient is what teaches the encoder to put motion in the P tokens (zero weights
+        # would send none back through the quantizer, and nothing would ever start)
+        self.flow_head = nn.Linear(cfg.codebook_dim, 2, bias=False) if cfg.pframe_warp else None
+        if self.flow_head is not None and not self.flow_head.weight.is_meta:
+            nn.init.normal_(self.flow_head.weight, std=0.05)
 
     def frames_for(self, n_latent: int) -> int:
         nI, nP = self.cfg.iframe_tokens, self.cfg.pframe_tokens
         if n_latent < nI or (n_latent - nI) % nP:
             raise ValueError(f"{n_latent} tokens is not {nI} + k x {nP}")
         return 1 + (n_latent - nI) // nP
+
+    def lattice_flow(self, zq: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor | None:
+        """With ``pframe_warp``: the motion each PFrame token codes, ``B x T x rows x cols x 2``
+        (x, y in output pixels, backward: where its part of frame t was in frame t-1; frame 0
+        zeros) on the PFrame lattice; None otherwise."""
+        if self.flow_head is None:
+            return None
+        B, N, _ = zq.shape
+        T = self.frames_for(N)
+        rp, cp = lattice_shape(self.cfg.pframe_tokens, grid)
+        f = self.flow_head(zq[:, self.cfg.iframe_tokens:].float()).reshape(B, T - 1, rp, cp, 2) * self.cfg.patch
+        return torch.cat([f.new_zeros(B, 1, rp, cp, 2), f], 1)
 
     def forward(self, zq: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         B, N, _ = zq.shape
@@ -251,9 +280,16 @@ class SemanticTokenizer(nn.Module):
         grid = grid or self.config.grid
         return self.decoder(self.quantizer.lookup(indices).to(self.decoder.latent_proj.weight.dtype), grid)
 
+    def decode_flow(self, indices: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor | None:
+        """The PFrame tokens' motion (``Decoder.lattice_flow``); None without ``pframe_warp``."""
+        if self.decoder.flow_head is None:
+            return None
+        return self.decoder.lattice_flow(self.quantizer.lookup(indices), grid or self.config.grid)
+
     def forward(self, feats: torch.Tensor, motion: torch.Tensor | None = None) -> dict:
         z = self.encoder(feats, motion)
         zq, idx, commit = self.quantizer(z)
         recon = self.decoder(zq, feats.shape[2:4])
         return {"recon": recon, "indices": idx, "z": z, "commit_loss": commit,
+                "lattice_flow": self.decoder.lattice_flow(zq, feats.shape[2:4]),
                 "recon_loss": F.mse_loss(recon.float(), feats.float())}

@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..features import build_feature_space
-from ..features.motion import block_flow
+from ..features.motion import block_flow, moving_flow
 from ..presets import CodecConfig
 from .tokenizer import SemanticTokenizer
 
@@ -46,8 +46,10 @@ class VideoTokenizer(nn.Module):
         return self.tokenizer.encode(self.features.embed(video), self.motion(video)[1])
 
     def decode(self, indices: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        feats = self.tokenizer.decode(indices, self.grid_for(size))
-        return self.features.render(feats).clamp(-1, 1)
+        grid = self.grid_for(size)
+        feats = self.tokenizer.decode(indices, grid)
+        flow = self.tokenizer.decode_flow(indices, grid)
+        return (self.features.render(feats, flow) if flow is not None else self.features.render(feats)).clamp(-1, 1)
 
     def forward(self, video: torch.Tensor) -> dict:
         feats = self.features.embed(video)
@@ -55,13 +57,17 @@ class VideoTokenizer(nn.Module):
         out = self.tokenizer(feats, cells)
         if self.features.can_render and self.features.trainable:
             # end to end: the loss is on pixels, through the learned head
-            recon, pred = self.features.render(out["recon"], with_flow=True) if flow is not None else \
-                (self.features.render(out["recon"]), None)
+            recon, pred = self.features.render(out["recon"], out["lattice_flow"], with_flow=True) \
+                if flow is not None else (self.features.render(out["recon"]), None)
             out["video"] = recon
             out["recon_loss"] = F.mse_loss(recon.float(), video.float())
             if pred is not None:
-                # the decoder's flow learns from the measured one (in cells, so of the order of 1)
-                out["flow_loss"] = F.mse_loss(pred[:, 1:] / self.config.patch, flow[:, 1:] / self.config.patch)
+                # the decoder's flows learn from the measured one (in cells, so of the order of 1):
+                # the drawn flow everywhere, each PFrame token's from the moving blocks of its part
+                p = self.config.patch
+                lat = out["lattice_flow"]
+                out["flow_loss"] = F.mse_loss(pred[:, 1:] / p, flow[:, 1:] / p) + \
+                    F.mse_loss(lat[:, 1:] / p, moving_flow(flow[:, 1:], lat.shape[2:4]) / p)
         elif self.features.can_render:
             out["video"] = self.features.render(out["recon"])
         return out
