@@ -175,7 +175,7 @@ class Encoder(_Transformer):
         self.motion_out = nn.Linear(2, cfg.codebook_dim, bias=False) if cfg.pframe_warp else None
         if self.motion_proj is not None and not self.motion_proj.weight.is_meta:
             nn.init.normal_(self.motion_proj.weight, std=0.5)
-            nn.init.normal_(self.motion_out.weight, std=20.0)    # z has a norm of about 10
+            nn.init.normal_(self.motion_out.weight, std=20.0)    # z: norm about 10 (world3, measured)
 
     def forward(self, feats: torch.Tensor, motion: torch.Tensor | None = None) -> torch.Tensor:
         """``motion``: ``B x T x h x w x 2``, each cell's flow to the frame before, in cells (only
