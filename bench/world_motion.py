@@ -54,7 +54,7 @@ def main(argv=None) -> dict:
     grid = model.grid_for(cfg.frame_size)
     with torch.inference_mode():
         flow, cells = model.motion(video)
-        z = model.tokenizer.encoder(model.features.embed(video), cells)
+        z = model.latents(video, cells)
         zq, _, _ = model.tokenizer.quantizer(z)
         nI = cfg.iframe_tokens
         target = moving_flow(flow[:, 1:], lattice_shape(cfg.pframe_tokens, grid)).reshape(-1, 2) / cfg.patch

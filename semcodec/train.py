@@ -305,7 +305,7 @@ def seed_codebook(model: VideoTokenizer, batches, seed: int, dev) -> None:
     q = model.tokenizer.quantizer
     zs, n, i = [], 0, 0
     while n < q.size and i < 8:
-        z = model.tokenizer.encoder(model.features.embed(batches(i, 0).to(dev)))
+        z = model.latents(batches(i, 0).to(dev))
         zs.append(z.reshape(-1, z.shape[-1]))
         n, i = n + zs[-1].shape[0], i + 1
     q.init_from(torch.cat(zs), torch.Generator().manual_seed(seed))

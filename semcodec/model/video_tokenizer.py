@@ -42,8 +42,15 @@ class VideoTokenizer(nn.Module):
         cells = F.avg_pool2d(flow.flatten(0, 1).permute(0, 3, 1, 2), k).permute(0, 2, 3, 1) / self.config.patch
         return flow, cells.reshape(*flow.shape[:2], *cells.shape[1:])
 
+    def latents(self, video: torch.Tensor, cells: torch.Tensor | None = None) -> torch.Tensor:
+        """The encoder's output before quantization, ``B x N x codebook_dim``, told the motion
+        where the model takes it (``cells``: ``motion(video)[1]``, measured here when None)."""
+        if cells is None:
+            cells = self.motion(video)[1]
+        return self.tokenizer.encoder(self.features.embed(video), cells)
+
     def encode(self, video: torch.Tensor) -> torch.Tensor:
-        return self.tokenizer.encode(self.features.embed(video), self.motion(video)[1])
+        return self.tokenizer.quantizer(self.latents(video))[1]
 
     def decode(self, indices: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         grid = self.grid_for(size)
