@@ -50,7 +50,7 @@ def check_source(width: int, height: int, fps: float) -> None:
 # that could exhaust memory before the file's own tensors are compared.
 _INTS = {
     "feature_dim": (1, 4096), "patch": (1, 64), "short_side": (16, 4096), "max_long_side": (16, 8192),
-    "stem_blocks": (0, 16), "head_blocks": (0, 16), "group": (1, 64), "iframe_tokens": (1, 4096),
+    "stem_blocks": (0, 16), "head_blocks": (0, 16), "refine_channels": (0, 256), "group": (1, 64), "iframe_tokens": (1, 4096),
     "pframe_tokens": (1, 4096), "codebook_size": (2, 65536), "codebook_dim": (1, 1024),
     "width": (8, 4096), "heads": (1, 64), "enc_layers": (0, 48), "dec_layers": (0, 48),
 }
@@ -122,4 +122,5 @@ def min_parameters(cfg) -> int:
     n += 2 * cfg.feature_dim * w                           # in_proj, decoder head
     if cfg.features == "conv":
         n += sum(18 * cfg.head_blocks * c * c for c in cfg.stem_channels)   # the head's res blocks
+        n += 36 * cfg.refine_channels ** 2                                  # the refine stage's res blocks
     return n

@@ -28,6 +28,9 @@ class CodecConfig(ConfigDict):
     stem_channels: tuple[int, ...] = (64, 96)   # conv stem widths before the last stage
     stem_blocks: int = 1              # residual blocks per conv stem stage
     head_blocks: int = 1              # residual blocks per conv head stage
+    refine_channels: int = 0          # a full-resolution residual stage after the conv head (0 = none):
+                                      # the head draws each 4 x 4 pixel block from one place of its
+                                      # last stage, this smooths across the blocks' edges
     backbone_fit: str = "interpolate"  # "backbone": how a frame meets the ViT (semcodec.features.backbone):
                                        # "interpolate" its position table to the frame's grid, or
                                        # "pad_square" (the release: grey-pad to a square, keep the frame's rows)
@@ -72,6 +75,8 @@ class CodecConfig(ConfigDict):
             raise ConfigError("iframe_skip needs lattice_skip")
         if self.lattice_skip and self.query_layout != "grid":
             raise ConfigError("lattice_skip needs query_layout='grid'")
+        if self.refine_channels and self.features != "conv":
+            raise ConfigError("refine_channels needs features='conv'")
         if self.pframe_warp and self.features != "conv":
             raise ConfigError("pframe_warp needs features='conv'")
         if self.locality_slopes is not None and len(self.locality_slopes) != self.heads:

@@ -269,6 +269,14 @@ def check_replicas(model, out: Path, rank: int, world: int) -> None:
         raise RuntimeError(f"DDP replicas diverged: weight hashes {hashes}")
 
 
+def freeze_encoder(model: VideoTokenizer) -> None:
+    """Everything that decides the token ids (stem, encoder, codebook) stops learning."""
+    from .model.video_tokenizer import ENCODER_SIDE
+    for name, p in model.named_parameters():
+        if name.startswith(ENCODER_SIDE):
+            p.requires_grad_(False)
+
+
 def warm_start(model: VideoTokenizer, path) -> list[str]:
     """Copy a checkpoint's weights into ``model`` (a preset that may be deeper: more transformer
     blocks or residual blocks). Every block the checkpoint lacks is made the identity (zero output
@@ -346,7 +354,9 @@ def train(args: TrainConfig) -> Path:
     torch.manual_seed(args.seed)
     model = VideoTokenizer(cfg, backbone=args.backbone).to(dev)
     model.tokenizer.set_attention_backend("auto")
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.99))
+    if args.decoder_only:
+        freeze_encoder(model)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.99))
     step = 0
     ck = find_checkpoint(out)
     if ck is not None:
@@ -399,7 +409,7 @@ def train(args: TrainConfig) -> Path:
         opt.step()
         step += 1
         with torch.no_grad():
-            if args.reseed_every and step % args.reseed_every == 0 and not q.bypass:
+            if args.reseed_every and step % args.reseed_every == 0 and not q.bypass and not args.decoder_only:
                 if rank == 0:
                     q.reseed_dead_codes(o["z"].detach(), threshold=args.reseed_threshold, generator=torch.Generator().manual_seed(args.seed * 1000003 + step))
                 if world > 1:

@@ -48,6 +48,10 @@ class TrainConfig:
                                           "that codes any of them, so the encoder's --fps is a rate control",
                                           float, many=True)
     init: str | None = _opt(None, "start from this checkpoint's weights (blocks it lacks start as the identity)", str)
+    decoder_only: bool = _opt(False, "train the decoder side only (decoder transformer and conv head): the stem, "
+                              "encoder and codebook stay as --init has them, so the token ids, and every stream "
+                              "and entropy model made with them, stay valid (the run's final weights are float16: start from "
+                              "float16 weights, an export, for them to stay bit for bit)")
     warmup: int = _opt(0, "linear warm-up steps", int)
     weight_decay: float = _opt(0.01, "AdamW weight decay", float)
     grad_weight: float = _opt(0.0, "weight of a loss on pixel differences (edges) besides the MSE (0: none)", float)
@@ -123,6 +127,10 @@ class TrainConfig:
             bad("group_frames", f"must be at least 1, got {min(self.group_frames)}")
         if self.schedule not in ("constant", "cosine"):
             bad("schedule", f"must be constant or cosine, got {self.schedule!r}")
+        if self.decoder_only and not self.init:
+            bad("decoder_only", "needs --init: the trained model whose encoder it keeps")
+        if self.decoder_only and self.continuous_steps:
+            bad("decoder_only", "cannot go with --continuous-steps (the codebook is kept as it is)")
         return self
 
     def codec_config(self):

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -132,6 +133,79 @@ def test_warm_start_into_deeper_model_keeps_its_output(tmp_path):
         assert torch.allclose(small.decode(small.encode(x), (32, 48)), deep.decode(deep.encode(x), (32, 48)), atol=1e-6)
 
 
+def test_refine_stage_grown_from_a_model_without_it_draws_the_same_picture(tmp_path):
+    """refine_channels: a full-resolution residual stage after the head whose last conv starts at
+    zero, so --init from a model without it keeps the pictures; once trained it changes them."""
+    import semcodec
+    from semcodec.train import warm_start
+    torch.manual_seed(0)
+    cfg = semcodec.get_preset("tiny")
+    plain = semcodec.VideoTokenizer(cfg).eval()
+    path = tmp_path / "plain.safetensors"
+    semcodec.save_checkpoint(plain, cfg, path)
+    grown = semcodec.VideoTokenizer(cfg.replace(refine_channels=8)).eval()
+    new = warm_start(grown, path)
+    assert new and all(k.startswith("features.refine.") for k in new)
+    x = torch.rand(1, 3, 32, 48, 3) * 2 - 1
+    with torch.no_grad():
+        ids = plain.encode(x)
+        assert torch.equal(ids, grown.encode(x))
+        assert torch.equal(plain.decode(ids, (32, 48)), grown.decode(ids, (32, 48)))
+        grown.features.refine[-1].weight.normal_(0, 0.1)
+        assert not torch.allclose(plain.decode(ids, (32, 48)), grown.decode(ids, (32, 48)), atol=1e-3)
+    with pytest.raises(semcodec.ConfigError, match="^refine_channels needs features='conv'$"):
+        cfg.replace(features="pixels", refine_channels=8)
+
+
+def test_decoder_only_training_keeps_the_tokens_and_hands_on_the_context_model(tmp_path, capsys):
+    """--decoder-only: the stem, encoder and codebook stay bit for bit, the decoder learns, so the
+    new model makes the old one's tokens; `context_train rebind` then gives it the old model's
+    context model, and refuses a model whose encoder changed."""
+    import semcodec
+    from semcodec.bitstream.context import ContextModel
+    from semcodec.bitstream.context_train import main as ctx_main, random_model
+    from semcodec.model.video_tokenizer import token_difference
+    torch.manual_seed(0)
+    cfg = semcodec.get_preset("tiny")
+    old = tmp_path / "old.safetensors"     # float16, as exports and runs' final weights are
+    semcodec.save_checkpoint(semcodec.VideoTokenizer(cfg), cfg, old, name="tiny", dtype=torch.float16)
+    out = tmp_path / "dec"
+    r = subprocess.run([sys.executable, "-m", "semcodec.train", "--out", str(out), "--preset", "tiny", "--data",
+                        "synth", "--steps", "6", "--lr", "1e-3", "--reseed-every", "2", "--threads", "1",
+                        "--init", str(old), "--decoder-only", "--config", '{"refine_channels": 8}'],
+                       env=_env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b = load_checkpoint(old), load_checkpoint(out / "final.safetensors")
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    enc = [k for k in sa if k.startswith(("features.stem.", "tokenizer.encoder.", "tokenizer.quantizer.codebook"))]
+    dec = [k for k in sa if k.startswith(("tokenizer.decoder.", "features.head."))]
+    assert enc and all(torch.equal(sa[k].float(), sb[k].float()) for k in enc)
+    assert any(not torch.equal(sa[k].float(), sb[k].float()) for k in dec)
+    assert token_difference(a.model, b.model) is None
+    x = torch.rand(1, 4, 32, 48, 3) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(a.model.encode(x), b.model.encode(x))
+    ctx = tmp_path / "old.context.safetensors"
+    random_model(cfg.codebook_size, cfg.codebook_dim, a.content_hash).save(ctx)
+    new_ctx = tmp_path / "new.context.safetensors"
+    assert ctx_main(["rebind", str(ctx), "--source", str(old), "--model", str(out / "final.safetensors"),
+                     "-o", str(new_ctx)]) == 0
+    moved, orig = ContextModel.load(new_ctx), ContextModel.load(ctx)
+    assert moved.model_hash == b.content_hash
+    assert all(np.array_equal(moved.tensors[k], orig.tensors[k]) for k in orig.tensors)
+    capsys.readouterr()
+    other = semcodec.VideoTokenizer(cfg)          # another initialisation: other encoder weights
+    other_path = tmp_path / "other.safetensors"
+    semcodec.save_checkpoint(other, cfg, other_path, name="tiny")
+    bad = tmp_path / "bad.context.safetensors"
+    assert ctx_main(["rebind", str(ctx), "--source", str(old), "--model", str(other_path), "-o", str(bad)]) == 1
+    assert capsys.readouterr().err == (f"error: {other_path} does not make the tokens of {old}: encoder weight "
+                                       f"'features.stem.1.weight' differs\n")
+    assert ctx_main(["rebind", str(ctx), "--source", str(other_path), "--model", str(old), "-o", str(bad)]) == 1
+    assert capsys.readouterr().err == f"error: {ctx} was not trained on the tokens of {other_path}\n"
+    assert not bad.exists()
+
+
 def test_cosine_schedule_and_warmup():
     from types import SimpleNamespace
     from semcodec.train import learning_rate
@@ -200,6 +274,10 @@ def test_train_and_export_commands_parse_and_refuse_in_the_cli_format(capsys, tm
         (base + ["--data", "synth", "--config", '{"nope": 1}'], 1,
          "error: --config must be a JSON object of CodecConfig fields; unknown: ['nope']"),
         (base + ["--data", "synth", "--steps", "0"], 1, "error: --steps must be at least 1, got 0"),
+        (base + ["--data", "synth", "--decoder-only"], 1,
+         "error: --decoder-only needs --init: the trained model whose encoder it keeps"),
+        (base + ["--data", "synth", "--decoder-only", "--init", "m.safetensors", "--continuous-steps", "5"], 1,
+         "error: --decoder-only cannot go with --continuous-steps (the codebook is kept as it is)"),
         (base + ["--data", str(tmp_path / "none")], 1, f"error: no such data source: {tmp_path / 'none'}"),
         (["export", str(tmp_path / "none"), "-o", str(tmp_path / "x.safetensors")], 1,
          f"error: {tmp_path / 'none'} is not a training run with a checkpoint (no ckpt/state.json)"),

@@ -4,15 +4,20 @@
         --groups 1500 --minutes 9 -o runs/ctx/tokens.npz
     python -m semcodec.bitstream.context_train train runs/ctx/tokens.npz --minutes 15 \\
         -o semcodec/weights/s128.context.safetensors
+    python -m semcodec.bitstream.context_train rebind OLD.context.safetensors --source OLD.safetensors \\
+        --model NEW.safetensors -o NEW.context.safetensors
 
 ``extract`` tokenizes random clips of the training sources (photos seen by a moving camera,
 procedural scenes: ``semcodec.data.sources``) with the codec the way ``semcodec encode`` does
 (source size -> model geometry -> one group of ``group`` frames) and keeps each group's token
 ids and lattice. ``train`` fits the float network of ``context.ContextNet`` to them, then rounds
-it to the integer network that coding uses, and writes it. Both use one torch thread.
+it to the integer network that coding uses, and writes it. Both use one torch thread. ``rebind``
+hands a context model on to a model that makes the same tokens as the one it was trained for (one
+trained from it with ``semcodec train --decoder-only``), after checking that it does.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -315,3 +320,68 @@ def integer_bits(cm, ids, flags, y, chunk: int = 512) -> float:
         q = cm.probabilities(ids[s:s + chunk].astype(np.int64), flags[s:s + chunk].astype(np.int64))
         total += float(np.sum(PRECISION - np.log2(q[np.arange(len(q)), y[s:s + chunk].astype(np.int64)])))
     return total / len(y)
+
+
+# --------------------------------------------------------------------------------------------
+# a context model for a model with the same tokens
+# --------------------------------------------------------------------------------------------
+
+def rebind(context: str, source: str, model: str, out: str) -> str:
+    """Write ``context`` (trained on the tokens of model ``source``) as the context model of
+    ``model``. Its tokens must be ``source``'s: equal stem, encoder and codebook weights and equal
+    config but for decoder fields (``video_tokenizer.token_difference``). Returns the new hash;
+    ``ValueError`` with a one-line reason otherwise."""
+    from ..model.video_tokenizer import token_difference
+    from ..zoo import load_model
+    from .context import ContextModel
+    cm = ContextModel.load(context)
+    old, new = load_model(source, "cpu"), load_model(model, "cpu")
+    if cm.model_hash != old.content_hash:
+        raise ValueError(f"{context} was not trained on the tokens of {source}")
+    why = token_difference(old.model, new.model)
+    if why:
+        raise ValueError(f"{model} does not make the tokens of {source}: {why}")
+    config = dict(cm.config, model_hash=new.content_hash, model_name=new.config.name)
+    return ContextModel(cm.tensors, config).save(out)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m semcodec.bitstream.context_train",
+                                description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("extract", help="tokenize random groups of the training sources")
+    e.add_argument("--data", nargs="+", required=True)
+    e.add_argument("--groups", type=int, default=1500)
+    e.add_argument("--minutes", type=float, default=9.0)
+    e.add_argument("--model", default=None)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("-o", "--out", required=True)
+    t = sub.add_parser("train", help="fit the context model to extracted token streams")
+    t.add_argument("tokens")
+    t.add_argument("--minutes", type=float, default=15.0, help="CPU minutes, features and export included")
+    t.add_argument("--model", default=None)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("-o", "--out", required=True)
+    r = sub.add_parser("rebind", help="the context model of a model with the same tokens (decoder-only training)")
+    r.add_argument("context", help="the context model file of --source")
+    r.add_argument("--source", required=True, help="the model it was trained on")
+    r.add_argument("--model", required=True, help="the model that makes the same tokens")
+    r.add_argument("-o", "--out", required=True)
+    a = p.parse_args(argv)
+    try:
+        if a.cmd == "extract":
+            t0 = time.process_time()
+            n = extract(a.data, a.groups, a.minutes, a.out, a.model, a.seed)
+            print(f"{n} groups -> {a.out} ({time.process_time() - t0:.0f} CPU s)")
+        elif a.cmd == "train":
+            train(a.tokens, a.out, a.minutes, a.model, a.seed)
+        else:
+            print(f"{a.out}: context model {rebind(a.context, a.source, a.model, a.out)[:16]} for {a.model}")
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

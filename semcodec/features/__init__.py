@@ -20,7 +20,7 @@ def build_feature_space(cfg: CodecConfig, backbone=None) -> FeatureSpace:
         return PixelPatches(cfg.patch)
     if cfg.features == "conv":
         return ConvFeatures(cfg.patch, cfg.feature_dim, cfg.stem_channels, cfg.stem_blocks, cfg.head_blocks,
-                            motion=cfg.pframe_warp)
+                            motion=cfg.pframe_warp, refine=cfg.refine_channels)
     if cfg.features == "backbone":
         return PretrainedBackbone(backbone, cfg.patch, cfg.feature_dim, cfg.backbone_fit)
     raise ValueError(f"unknown feature space '{cfg.features}' (known: pixels, conv, backbone)")

@@ -38,7 +38,7 @@ def res_stack(ch: int, n: int) -> nn.Sequential:
 
 class ConvFeatures(FeatureSpace):
     def __init__(self, patch: int, feature_dim: int, channels: tuple[int, ...], stem_blocks: int = 1,
-                 head_blocks: int = 1, motion: bool = False):
+                 head_blocks: int = 1, motion: bool = False, refine: int = 0):
         super().__init__()
         stages = int(math.log2(patch // 4))
         if patch < 4 or 4 * 2 ** stages != patch or len(channels) != stages:
@@ -54,6 +54,16 @@ class ConvFeatures(FeatureSpace):
             head += [nn.Conv2d(a, 4 * b, 3, padding=1), nn.PixelShuffle(2), res_stack(b, head_blocks)]
         head += [nn.SiLU(), nn.Conv2d(widths[0], 48, 3, padding=1), nn.PixelShuffle(4)]
         self.head = nn.Sequential(*head)
+        # a full-resolution residual stage (``CodecConfig.refine_channels``): the head's pixel-shuffle
+        # draws each 4 x 4 block from one place, so its picture is blocky; 3 x 3 convs at full size
+        # see across the blocks. Its last conv starts at zero: a model grown from one without it
+        # starts out drawing the same picture
+        self.refine = nn.Sequential(nn.Conv2d(3, refine, 3, padding=1), res_stack(refine, 2), nn.SiLU(),
+                                    nn.Conv2d(refine, 3, 3, padding=1)) if refine else None
+        if refine:
+            self.refine[-1].zero_init = True
+            nn.init.zeros_(self.refine[-1].weight)
+            nn.init.zeros_(self.refine[-1].bias)
         # motion compensation (``CodecConfig.pframe_warp``): from the head's last stage (a quarter of
         # the frame size), a flow (x, y in output pixels) and a blend logit per place. Zero weights:
         # no motion, and a small blend (sigmoid(-2)), so a model without it starts out the same
@@ -97,7 +107,10 @@ class ConvFeatures(FeatureSpace):
         B, T = feats.shape[:2]
         # the head's last three layers (SiLU, conv, pixel-shuffle) turn its last stage into pixels
         x = self.head[:-3](rearrange(feats, "b t h w c -> (b t) c h w"))
-        rgb = rearrange(self.head[-3:](x), "(b t) c h w -> b t h w c", b=B)
+        rgb = self.head[-3:](x)
+        if self.refine is not None:
+            rgb = rgb + self.refine(rgb)
+        rgb = rearrange(rgb, "(b t) c h w -> b t h w c", b=B)
         if self.motion is None or T == 1:
             return (rgb, None) if with_flow else rgb
         low = self.motion(x).float()

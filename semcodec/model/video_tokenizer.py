@@ -11,6 +11,28 @@ from ..presets import CodecConfig
 from .tokenizer import SemanticTokenizer
 
 
+# What decides the token ids: the weights under these prefixes, and every config field but these.
+# A model trained from another with ``semcodec train --decoder-only`` differs from it only elsewhere,
+# so it makes the same tokens (and the other's entropy models fit its streams).
+ENCODER_SIDE = ("features.stem.", "tokenizer.encoder.", "tokenizer.quantizer.codebook")
+DECODER_FIELDS = ("name", "head_blocks", "refine_channels", "dec_layers", "latent_mask", "iframe_skip")
+
+
+def token_difference(a: "VideoTokenizer", b: "VideoTokenizer") -> str | None:
+    """None when ``a`` and ``b`` make the same token ids from any video (equal encoder-side
+    weights and config); otherwise what differs, in a few words."""
+    ca, cb = a.config.to_dict(), b.config.to_dict()
+    for k in sorted(set(ca) | set(cb)):
+        if k not in DECODER_FIELDS and ca.get(k) != cb.get(k):
+            return f"config field '{k}' differs ({ca.get(k)!r} against {cb.get(k)!r})"
+    sa, sb = a.state_dict(), b.state_dict()
+    for k in sorted(set(sa) | set(sb)):
+        if k.startswith(ENCODER_SIDE) and (k not in sa or k not in sb or sa[k].shape != sb[k].shape
+                                           or not torch.equal(sa[k].float(), sb[k].float())):
+            return f"encoder weight '{k}' differs"
+    return None
+
+
 class VideoTokenizer(nn.Module):
     """``features`` (stem / head or a fixed space) + ``tokenizer`` (:class:`SemanticTokenizer`).
     ``backbone``: the local pretrained backbone of ``features="backbone"`` (see
