@@ -194,13 +194,15 @@ def train(**options):
 @click.option("--prior-batches", type=int, default=100, show_default=True,
               help="batches to measure the token prior on (0: none)")
 @click.option("--backbone", default=None, help=BACKBONE_HELP + " [default: the run's]")
-def export(run_dir, out, name, prior_batches, backbone):
+@click.option("--fps", type=float, default=None, help="the model's own semantic frame rate, what `semcodec encode` "
+              "codes at without --fps (a model trained with --fps-choices codes all of them) [default: the run's]")
+def export(run_dir, out, name, prior_batches, backbone, fps):
     """Export a training run as a shippable model: EMA weights in float16 and the token prior."""
     from pathlib import Path
     from .codec import check_target
     from .export import export as run_export
     check_target(out)
-    digest = run_export(run_dir, out, prior_batches, name, backbone)
+    digest = run_export(run_dir, out, prior_batches, name, backbone, fps)
     click.echo(f"wrote {out} ({Path(out).stat().st_size / 1e6:.2f} MB, hash {digest[:16]})")
 
 

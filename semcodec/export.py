@@ -46,10 +46,10 @@ def read_run(run_dir: str | Path) -> tuple[dict, CodecConfig, TrainConfig]:
 
 
 def export(run_dir: str | Path, out: str | Path, prior_batches: int = 100, name: str | None = None,
-           backbone: str | None = None) -> str:
+           backbone: str | None = None, fps: float | None = None) -> str:
     """Write the run's EMA weights (float16) and token prior to ``out``; returns the content hash.
     ``name``: the model's name (default: ``out``'s stem). ``backbone``: the run's backbone folder
-    (default: the one it trained with)."""
+    (default: the one it trained with). ``fps``: the model's own semantic rate (default: the run's)."""
     from .checkpoint import check_name
     from .data.sources import make_sources
     from .train import Batches, find_checkpoint
@@ -61,6 +61,11 @@ def export(run_dir: str | Path, out: str | Path, prior_batches: int = 100, name:
     except ValueError as e:
         raise ConfigError(f"--name: {e}") from None
     state, cfg, args = read_run(run_dir)
+    if fps is not None:
+        from .limits import MAX_SEMANTIC_FPS, MIN_SEMANTIC_FPS
+        if not (np.isfinite(fps) and MIN_SEMANTIC_FPS <= fps <= MAX_SEMANTIC_FPS):
+            raise ConfigError(f"--fps must be between {MIN_SEMANTIC_FPS:g} and {MAX_SEMANTIC_FPS:g}, got {fps:g}")
+        cfg = cfg.replace(fps=float(fps))
     backbone = backbone or args.backbone
     from safetensors.torch import load_file
     ema = load_file(str(find_checkpoint(Path(run_dir)) / "ema.safetensors"))

@@ -35,6 +35,26 @@ def clip5(tmp_path_factory):
     return str(path)
 
 
+def test_quality_measures_what_encode_writes_at_the_rate_asked(tiny_ckpt, clip5, tmp_path):
+    """bench.quality: the real file's rate, the decoded clip's PSNR against a reference computed
+    here, and --fps / --entropy as `semcodec encode` takes them."""
+    from bench.quality import measure
+    from semcodec.codec import Codec
+    from semcodec.video import iter_frames
+    codec = Codec.load(tiny_ckpt, "cpu")
+    lo = measure(codec, clip5, entropy=None, fps=2.0)
+    hi = measure(codec, clip5, entropy="adaptive", fps=10.0)
+    assert (lo["semantic_fps"], hi["semantic_fps"], hi["entropy"]) == (2.0, 10.0, "adaptive")
+    assert lo["entropy"] == codec.default_entropy and lo["frames"] == hi["frames"] == 5
+    assert lo["tokens_per_s"] < hi["tokens_per_s"]
+    tok, rec = tmp_path / "t.bin", tmp_path / "r.mp4"
+    codec.encode_file(clip5, tok, entropy="adaptive", fps=10.0)
+    codec.decode_file(tok, rec)
+    src, dec = np.stack(list(iter_frames(clip5))), np.stack(list(iter_frames(rec)))
+    assert hi["psnr_src"] == pytest.approx(compare(src, dec, None)["psnr"], abs=1e-6)
+    assert hi["kbit_per_s"] == pytest.approx(8 * tok.stat().st_size / (5 / 10.0) / 1000)
+
+
 def test_token_budget_landiff_and_others():
     rows = {(r["design"], r["fps"]): r for r in tokens.rows((480, 720))}
     paper = rows[("LanDiff (paper)", 8.0)]

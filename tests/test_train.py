@@ -204,6 +204,12 @@ def test_decoder_only_training_keeps_the_tokens_and_hands_on_the_context_model(t
     assert ctx_main(["rebind", str(ctx), "--source", str(other_path), "--model", str(old), "-o", str(bad)]) == 1
     assert capsys.readouterr().err == f"error: {ctx} was not trained on the tokens of {other_path}\n"
     assert not bad.exists()
+    from semcodec.cli import main as cli_main
+    x = tmp_path / "x.safetensors"
+    assert cli_main(["export", str(out), "-o", str(x), "--prior-batches", "0", "--fps", "60"]) == 1
+    assert capsys.readouterr().err == "error: --fps must be between 0.5 and 30, got 60\n" and not x.exists()
+    assert cli_main(["export", str(out), "-o", str(x), "--prior-batches", "0", "--fps", "8"]) == 0
+    assert load_checkpoint(x).config.fps == 8.0 and b.config.fps == cfg.fps != 8.0
 
 
 def test_cosine_schedule_and_warmup():
