@@ -196,13 +196,15 @@ def train(**options):
 @click.option("--backbone", default=None, help=BACKBONE_HELP + " [default: the run's]")
 @click.option("--fps", type=float, default=None, help="the model's own semantic frame rate, what `semcodec encode` "
               "codes at without --fps (a model trained with --fps-choices codes all of them) [default: the run's]")
-def export(run_dir, out, name, prior_batches, backbone, fps):
+@click.option("--prior-from", default=None, help="take the token prior of this model, which must make the same "
+              "tokens (the --init of a --decoder-only run): streams coded with its prior stay decodable")
+def export(run_dir, out, name, prior_batches, backbone, fps, prior_from):
     """Export a training run as a shippable model: EMA weights in float16 and the token prior."""
     from pathlib import Path
     from .codec import check_target
     from .export import export as run_export
     check_target(out)
-    digest = run_export(run_dir, out, prior_batches, name, backbone, fps)
+    digest = run_export(run_dir, out, prior_batches, name, backbone, fps, prior_from)
     click.echo(f"wrote {out} ({Path(out).stat().st_size / 1e6:.2f} MB, hash {digest[:16]})")
 
 

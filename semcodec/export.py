@@ -46,10 +46,12 @@ def read_run(run_dir: str | Path) -> tuple[dict, CodecConfig, TrainConfig]:
 
 
 def export(run_dir: str | Path, out: str | Path, prior_batches: int = 100, name: str | None = None,
-           backbone: str | None = None, fps: float | None = None) -> str:
+           backbone: str | None = None, fps: float | None = None, prior_from: str | None = None) -> str:
     """Write the run's EMA weights (float16) and token prior to ``out``; returns the content hash.
     ``name``: the model's name (default: ``out``'s stem). ``backbone``: the run's backbone folder
-    (default: the one it trained with). ``fps``: the model's own semantic rate (default: the run's)."""
+    (default: the one it trained with). ``fps``: the model's own semantic rate (default: the run's).
+    ``prior_from``: take the token prior of this model, which must make the same tokens (a
+    ``--decoder-only`` run's ``--init``), so streams coded with its prior stay decodable."""
     from .checkpoint import check_name
     from .data.sources import make_sources
     from .train import Batches, find_checkpoint
@@ -73,14 +75,25 @@ def export(run_dir: str | Path, out: str | Path, prior_batches: int = 100, name:
     half = build_from_state(cfg, {k: v.half().float() if v.is_floating_point() else v for k, v in ema.items()},
                             backbone=backbone).eval()
     counts = None                # prior_batches 0: a quick snapshot with no prior
-    if prior_batches > 0:
+    if prior_from is not None:
+        from .model.video_tokenizer import token_difference
+        from .zoo import load_model
+        donor = load_model(prior_from, "cpu")
+        why = token_difference(donor.model, half)
+        if why:
+            raise ConfigError(f"--prior-from {prior_from} does not make the run's tokens: {why}")
+        if donor.token_counts is None:
+            raise ConfigError(f"--prior-from {prior_from} holds no token prior")
+        counts = donor.token_counts
+    elif prior_batches > 0:
         batches = Batches(make_sources(args.data, cfg.fps), args.weights or None, cfg,
                           list(args.widths) or [cfg.frame_size[1]], 1, args.seed)
         counts = measure_prior(half, batches, prior_batches)
     # the run's folder name, not its path: a checkpoint carries no path of the machine that made it
     return save_checkpoint(half, cfg, out, dtype=torch.float16, token_counts=counts, name=name,
                            extra={"step": state["step"], "run": Path(run_dir).resolve().name,
-                                  "prior_batches": prior_batches})
+                                  "prior_batches": 0 if prior_from else prior_batches,
+                                  **({"prior_from": donor.name} if prior_from else {})})
 
 
 def main(argv=None) -> int:

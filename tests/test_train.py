@@ -210,6 +210,14 @@ def test_decoder_only_training_keeps_the_tokens_and_hands_on_the_context_model(t
     assert capsys.readouterr().err == "error: --fps must be between 0.5 and 30, got 60\n" and not x.exists()
     assert cli_main(["export", str(out), "-o", str(x), "--prior-batches", "0", "--fps", "8"]) == 0
     assert load_checkpoint(x).config.fps == 8.0 and b.config.fps == cfg.fps != 8.0
+    semcodec.save_checkpoint(a.model, cfg, old, name="tiny", dtype=torch.float16,      # the same, with a prior
+                             token_counts=np.arange(1, cfg.codebook_size + 1))
+    assert cli_main(["export", str(out), "-o", str(x), "--fps", "8", "--prior-from", str(old)]) == 0
+    assert np.array_equal(load_checkpoint(x).token_counts, np.arange(1, cfg.codebook_size + 1))
+    y = tmp_path / "y.safetensors"
+    assert cli_main(["export", str(out), "-o", str(y), "--prior-from", str(other_path)]) == 1
+    assert capsys.readouterr().err == (f"error: --prior-from {other_path} does not make the run's tokens: "
+                                       f"encoder weight 'features.stem.1.weight' differs\n") and not y.exists()
 
 
 def test_cosine_schedule_and_warmup():

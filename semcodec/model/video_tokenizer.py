@@ -11,11 +11,12 @@ from ..presets import CodecConfig
 from .tokenizer import SemanticTokenizer
 
 
-# What decides the token ids: the weights under these prefixes, and every config field but these.
-# A model trained from another with ``semcodec train --decoder-only`` differs from it only elsewhere,
-# so it makes the same tokens (and the other's entropy models fit its streams).
+# What decides a group's token ids: the weights under these prefixes, and every config field but
+# these (the decoder's, and the default semantic rate). A model trained from another with
+# ``semcodec train --decoder-only`` differs from it only elsewhere, so it makes the same tokens
+# (and the other's entropy models fit its streams).
 ENCODER_SIDE = ("features.stem.", "tokenizer.encoder.", "tokenizer.quantizer.codebook")
-DECODER_FIELDS = ("name", "head_blocks", "refine_channels", "dec_layers", "latent_mask", "iframe_skip")
+TOKEN_NEUTRAL = ("name", "fps", "head_blocks", "refine_channels", "dec_layers", "latent_mask", "iframe_skip")
 
 
 def token_difference(a: "VideoTokenizer", b: "VideoTokenizer") -> str | None:
@@ -23,7 +24,7 @@ def token_difference(a: "VideoTokenizer", b: "VideoTokenizer") -> str | None:
     weights and config); otherwise what differs, in a few words."""
     ca, cb = a.config.to_dict(), b.config.to_dict()
     for k in sorted(set(ca) | set(cb)):
-        if k not in DECODER_FIELDS and ca.get(k) != cb.get(k):
+        if k not in TOKEN_NEUTRAL and ca.get(k) != cb.get(k):
             return f"config field '{k}' differs ({ca.get(k)!r} against {cb.get(k)!r})"
     sa, sb = a.state_dict(), b.state_dict()
     for k in sorted(set(sa) | set(sb)):
