@@ -78,7 +78,7 @@ BACKBONE_HELP = ("local folder of the pretrained backbone, for models whose feat
 @click.argument("src", type=click.Path(dir_okay=True))
 @click.option("-o", "--output", "dst", required=True, help="token stream to write (tokens.bin)")
 @click.option("--model", default=None, help="shipped model name (s128, or an operating point: s128-2fps, "
-              "s128-8fps), checkpoint file or model folder [default: s128]")
+              "s128-4fps, s128-8fps), checkpoint file or model folder [default: s128]")
 @click.option("--entropy", type=click.Choice(["context", "adaptive", "prior", "fixed"]), default=None,
               help="entropy coding of token ids [default: context when the model ships a context model, else adaptive]")
 @click.option("--fps", type=float, default=None,

@@ -143,14 +143,17 @@ register_preset(CodecConfig(
     lattice_skip=False, pre_norm=True, latent_mask="frame",
 ))
 
-# The shipped default: 128 px short side, conv stem/head to a 8 x (W/16) grid, 4 semantic fps,
-# groups of 8 frames overlapping by 2 -> one group per 1.5 s, (224 + 7 x 128) / 1.5 = 747 tokens/s;
-# 1 + 1 attention blocks over 2 residual blocks per stem stage and 3 per head stage.
-register_preset(CodecConfig(name="s128", stem_blocks=2, head_blocks=3))
+# The shipped default: 128 px short side, conv stem/head to a 8 x (W/16) grid, groups of 8 frames
+# overlapping by 2; 1 + 1 attention blocks over 2 residual blocks per stem stage, 5 per head stage
+# and a full-resolution refine stage. Its own rate is 8 semantic fps, one group per 0.75 s,
+# (224 + 7 x 128) / 0.75 = 1493 tokens/s: the best point of the rate control within issue 10's
+# 9 kbit/s on its validation clips (named operating points code 2 and 4 fps, zoo.OPERATING_POINTS).
+register_preset(CodecConfig(name="s128", fps=8.0, stem_blocks=2, head_blocks=5, refine_channels=32))
 
-# The baseline the query tokenizer must beat (issue 10): a per-frame conv VQ at the same tokens/s.
-# The same stem, head and token lattice as s128 but no transformer: each token codes only the
-# features at its lattice place in its own frame (encoder and decoder are 0 blocks deep).
+# The baseline the query tokenizer must beat (issue 10): a per-frame conv VQ at the same tokens/s
+# (both at 4 fps when compared). The stem and token lattice of s128, the head it had then (3
+# residual blocks per stage), no transformer: each token codes only the features at its lattice
+# place in its own frame (encoder and decoder are 0 blocks deep).
 register_preset(CodecConfig(name="s128-framevq", enc_layers=0, dec_layers=0, stem_blocks=2, head_blocks=3))
 
 # The world tokenizer for generation (issue 11). The procedural world's 128 x 192 clips are coded at

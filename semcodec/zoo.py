@@ -13,7 +13,7 @@ DEFAULT_MODEL = "s128"
 
 # Named operating points: a shipped model at another semantic frame rate (the rate control: its
 # tokens/s scale with the rate). Streams record the weights' name, so they decode alike.
-OPERATING_POINTS = {"s128-2fps": ("s128", 2.0), "s128-8fps": ("s128", 8.0)}
+OPERATING_POINTS = {"s128-2fps": ("s128", 2.0), "s128-4fps": ("s128", 4.0), "s128-8fps": ("s128", 8.0)}
 
 
 def operating_point(model: str | Path | None) -> tuple[str | Path | None, float | None]:

@@ -67,7 +67,8 @@ def test_readme_example_runs_as_written_and_matches_the_cli(capsys, tmp_path, mo
     codec, stream, video, frames = scope["codec"], scope["stream"], scope["video"], scope["frames"]
     from_file = codec.read_stream("cli.bin")
     assert all(np.array_equal(a, b) for a, b in zip(stream.tokens, from_file.tokens))
-    assert len(stream.tokens) == stream.header.n_groups == 3
+    # 4 s at s128's 8 semantic fps: 32 frames in groups of 8 overlapping by 2 (starts 0, 6, ..., 24)
+    assert len(stream.tokens) == stream.header.n_groups == 5 and stream.header.semantic_fps == 8.0
     assert video.shape == frames.shape == (100, 180, 320, 3) and video.dtype == np.uint8
     assert Path("recon.mp4").stat().st_size > 1000
     err = np.abs(video.astype(float) - frames).mean()

@@ -61,9 +61,9 @@ def test_token_budget_landiff_and_others():
     assert paper["tokens_per_s"] == 1218 / (49 / 8)            # 198.86, the paper's "~200 tokens/s"
     assert round(paper["tokens_per_s"], 2) == 198.86
     assert paper["bits_per_token"] == 11 and paper["raw_bits_per_s"] == pytest.approx(2187.4, abs=0.1)
-    s128 = rows[("semcodec `s128`", 4.0)]
+    s128 = rows[("semcodec `s128`", 8.0)]
     assert s128["tokens_per_s"] == pytest.approx(semcodec.get_preset("s128").tokens_per_second)
-    assert s128["tokens_per_s"] == pytest.approx((224 + 7 * 128) * 4 / 6)
+    assert s128["tokens_per_s"] == pytest.approx((224 + 7 * 128) * 8 / 6)
     lan = rows[("semcodec `landiff`", 2.0)]
     assert lan["tokens_per_s_no_overlap"] == pytest.approx(1218 * 2 / 13) and lan["tokens_per_s"] == pytest.approx(1218 * 2 / 10)
     mag8 = rows[("MagViT2", 8.0)]

@@ -39,7 +39,9 @@ def test_semantic_rate_scales_tokens_and_round_trips(sample, tmp_path):
 
 
 def test_named_operating_points(sample, tmp_path):
-    assert OPERATING_POINTS["s128-2fps"] == ("s128", 2.0)
+    assert [OPERATING_POINTS[f"s128-{f}fps"] for f in (2, 4, 8)] == [("s128", 2.0), ("s128", 4.0), ("s128", 8.0)]
+    assert Codec.load("s128", "cpu").semantic_fps(None) == 8.0          # the default: its own rate
+    assert Codec.load("s128-4fps", "cpu").semantic_fps(None) == 4.0
     low = Codec.load("s128-2fps", "cpu")
     assert low.name == "s128" and low.semantic_fps(None) == 2.0 and low.semantic_fps(6) == 6.0
     assert Codec.load("s128", "cpu").semantic_fps(None) == low.config.fps
