@@ -1,9 +1,10 @@
 """Side-by-side frames: source / semcodec / the best fair anchor at equal or lower rate.
 
-``python -m bench.frames --results results/rd.json [--model s128] [--fps 4] [--out docs/frames]``
+``python -m bench.frames --results results/rd.json [--model s128] [--fps F] [--entropy MODE] [--out docs/frames]``
 
 For each clip of an RD results file (``python -m bench.rd``): the semcodec operating point of
-``--model`` at semantic rate ``--fps`` (adaptive entropy coding), and among the anchors the point
+``--model`` at semantic rate ``--fps`` (default: the model's own) in entropy mode ``--entropy``
+(default ``context``; the mode sets the rate, not the picture), and among the anchors the point
 with the highest PSNR@128 at a rate no higher than semcodec's. Both are coded again here (the
 same settings give the same bytes), decoded to source size and rate as in the benchmark, and a
 few frames are drawn at 128 px on the short side, each column labelled with its rate and PSNR.
@@ -19,22 +20,20 @@ from pathlib import Path
 import numpy as np
 
 
-def pick_points(entry: dict, model: str, fps: float) -> tuple[dict, dict | None]:
-    sem = [r for r in entry["results"] if r["family"] == "semcodec" and r.get("entropy") == "adaptive"
+def pick_points(entry: dict, model: str, fps: float, entropy: str = "context") -> tuple[dict, dict | None]:
+    sem = [r for r in entry["results"] if r["family"] == "semcodec" and r.get("entropy") == entropy
            and r["model"] == model and abs(r.get("semantic_fps", fps) - fps) < 1e-6]
     if not sem:
-        raise SystemExit(f"error: no adaptive point of model '{model}' at {fps:g} fps in the results")
+        raise SystemExit(f"error: no {entropy} point of model '{model}' at {fps:g} fps in the results")
     s = sem[0]
     ok = [r for r in entry["results"] if r.get("anchor") and r["bitrate_kbps"] <= s["bitrate_kbps"]]
     return s, max(ok, key=lambda r: r["psnr_128"]) if ok else None
 
 
-def semcodec_frames(model: str, clip: str, fps: float, tmp: Path) -> np.ndarray:
+def semcodec_frames(codec, clip: str, fps: float, tmp: Path) -> np.ndarray:
     from bench.rd import read_frames
-    from semcodec.codec import Codec
-    codec = Codec.load(model, "cpu")
     bin_, mp4 = tmp / "t.bin", tmp / "r.mp4"
-    codec.encode_file(clip, bin_, entropy="adaptive", fps=fps)
+    codec.encode_file(clip, bin_, entropy="adaptive", fps=fps)      # the same tokens as any mode
     codec.decode_file(bin_, mp4)
     return read_frames(mp4)
 
@@ -85,14 +84,18 @@ def main(argv=None) -> list[str]:
     p.add_argument("--results", default="results/rd.json", help="output of python -m bench.rd")
     p.add_argument("--model", default="s128", help="semcodec model (as named in the results)")
     p.add_argument("--model-path", default=None, help="where to load it from [default: the shipped model]")
-    p.add_argument("--fps", type=float, default=4.0, help="semantic fps of the semcodec point")
+    p.add_argument("--fps", type=float, default=None, help="semantic fps of the semcodec point [default: the model's]")
+    p.add_argument("--entropy", default="context", help="entropy mode of the semcodec point [context]")
     p.add_argument("--frames", type=int, default=3, help="frames per clip, spread over the clip")
     p.add_argument("--clips", nargs="*", default=None, help="clip names of the results [default: all]")
     p.add_argument("--out", default="docs/frames")
     a = p.parse_args(argv)
     os.environ.setdefault("SVT_LOG", "1")
     from bench.rd import read_frames
+    from semcodec.codec import Codec
     from semcodec.video import probe
+    codec = Codec.load(a.model_path or a.model, "cpu")
+    fps = codec.semantic_fps(a.fps)
     doc = json.loads(Path(a.results).read_text())
     written = []
     for name, entry in doc["clips"].items():
@@ -101,11 +104,11 @@ def main(argv=None) -> list[str]:
         clip = entry["source"]["file"]
         src = read_frames(clip, entry["source"]["frames"])
         src_fps = probe(clip).fps
-        s, anchor = pick_points(entry, a.model, a.fps)
+        s, anchor = pick_points(entry, a.model, fps, a.entropy)
         with tempfile.TemporaryDirectory() as tmp:
             cols = [("source", src),
-                    (f"semcodec {a.model} @{a.fps:g} fps\n{s['bitrate_kbps']:.2f} kbit/s, {s['psnr_128']:.2f} dB",
-                     semcodec_frames(a.model_path or a.model, clip, a.fps, Path(tmp)))]
+                    (f"semcodec {a.model} @{fps:g} fps\n{s['bitrate_kbps']:.2f} kbit/s, {s['psnr_128']:.2f} dB",
+                     semcodec_frames(codec, clip, fps, Path(tmp)))]
             if anchor:
                 pr = anchor["params"]
                 cols.append((f"{anchor['codec']} {pr['fps']:g} fps crf {pr['crf']}\n"

@@ -55,6 +55,22 @@ def test_quality_measures_what_encode_writes_at_the_rate_asked(tiny_ckpt, clip5,
     assert hi["kbit_per_s"] == pytest.approx(8 * tok.stat().st_size / (5 / 10.0) / 1000)
 
 
+def test_frames_pick_the_semcodec_point_and_the_best_anchor_within_its_rate():
+    from bench.frames import pick_points
+    sem = lambda fps, ent, kbps: {"family": "semcodec", "model": "s128", "semantic_fps": fps, "entropy": ent,  # noqa: E731
+                                  "bitrate_kbps": kbps, "psnr_128": 21.0}
+    anchor = lambda kbps, psnr: {"family": "x265", "anchor": True, "bitrate_kbps": kbps, "psnr_128": psnr}  # noqa: E731
+    entry = {"results": [sem(8.0, "adaptive", 15.0), sem(8.0, "context", 8.5), sem(4.0, "context", 5.3),
+                         anchor(8.0, 22.0), anchor(8.4, 22.5), anchor(9.0, 25.0), anchor(14.0, 26.0)]}
+    s, a = pick_points(entry, "s128", 8.0)
+    assert (s["entropy"], s["bitrate_kbps"], a["bitrate_kbps"]) == ("context", 8.5, 8.4)
+    s, a = pick_points(entry, "s128", 8.0, "adaptive")
+    assert (s["bitrate_kbps"], a["bitrate_kbps"]) == (15.0, 14.0)
+    assert pick_points(entry, "s128", 4.0)[1] is None                     # no anchor that low
+    with pytest.raises(SystemExit, match="^error: no context point of model 's128' at 2 fps in the results$"):
+        pick_points(entry, "s128", 2.0)
+
+
 def test_token_budget_landiff_and_others():
     rows = {(r["design"], r["fps"]): r for r in tokens.rows((480, 720))}
     paper = rows[("LanDiff (paper)", 8.0)]
