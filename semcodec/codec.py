@@ -151,6 +151,13 @@ class Codec:
         return self._context or None
 
     @property
+    def token_hashes(self) -> tuple[str, ...]:
+        """The model hashes whose streams this model decodes: its own, then earlier shipped versions
+        that make the same tokens (``zoo.SAME_TOKENS``)."""
+        from .zoo import SAME_TOKENS
+        return (self.content_hash, *SAME_TOKENS.get(self.content_hash[:32], ()))
+
+    @property
     def default_entropy(self) -> str:
         """``context`` when the model ships a context model, else ``adaptive``."""
         return "context" if self.context_model is not None else "adaptive"
@@ -288,7 +295,7 @@ class Codec:
         """The stream was made by this model, and its header is one this model's encoder writes:
         anything else is refused before any work (a forged header cannot ask for more)."""
         h, c = header, self.config
-        if self.content_hash[:len(h.model_hash)] != h.model_hash:       # format 2 keeps 32 hex digits
+        if not any(d[:len(h.model_hash)] == h.model_hash for d in self.token_hashes):   # format 2: 32 hex digits
             raise CodecError(f"the stream was made by model '{h.model_name}' ({h.model_hash[:12]}), "
                              f"not by the loaded model '{self.name}' ({self.content_hash[:12]})")
         bad = "the stream's header does not fit model '{}': {} (a forged or damaged file)".format

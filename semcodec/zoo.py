@@ -16,6 +16,16 @@ DEFAULT_MODEL = "s128"
 OPERATING_POINTS = {"s128-2fps": ("s128", 2.0), "s128-4fps": ("s128", 4.0), "s128-8fps": ("s128", 8.0)}
 
 
+# Shipped models whose decoder alone was retrained (``semcodec train --decoder-only``): content
+# hash -> the hashes of the earlier shipped versions that make the same tokens. Their streams
+# decode with it (Codec.check_stream), so an upgrade loses no file; the key is the content hash,
+# which loading verifies, never a name a user's model could also take.
+SAME_TOKENS = {
+    # s128 of the sixth session (decoder retrained) <- s128 of 2026-11-27
+    "ed4767d3a484aaace6d8b8cdf9a91dab": ("58a54fc9e7b04cd2966af907cf2da4487124927fb6523c6f72f875a68ae94d77",),
+}
+
+
 def operating_point(model: str | Path | None) -> tuple[str | Path | None, float | None]:
     """``(model to load, semantic fps or None for the model's own)`` for a name or path."""
     if isinstance(model, str) and model in OPERATING_POINTS:

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+import semcodec
 from semcodec.bitstream import (ENTROPY_MODES, BitstreamError, GroupRecord, StreamHeader, StreamReader,
                                 StreamWriter, count_groups, prior_digest, quantize_counts, quantize_prior,
                                 read_header, read_version)
@@ -832,6 +833,28 @@ def test_format2_golden_streams(tmp_path, s128, mode):
         for g in recs:
             w.write_group(g)
     assert (tmp_path / "again.bin").read_bytes() == open(path, "rb").read()
+
+
+def test_a_stream_of_the_previous_s128_decodes_with_the_shipped_one(s128, tmp_path):
+    """The shipped s128's decoder alone was retrained: a stream the s128 before it wrote (its model
+    hash, its context model's hash) still decodes, to the same tokens and the same video as the
+    stream the shipped s128 writes; a model that does not make those tokens still refuses it."""
+    from semcodec.codec import Codec, CodecError
+    from semcodec.zoo import SAME_TOKENS
+    old = os.path.join(STREAMS, "v2-sample-context-s128-2026-11-27.bin")
+    with StreamReader(old) as r:
+        h = r.header
+    assert h.model_hash not in s128.content_hash and h.model_hash in SAME_TOKENS[s128.content_hash[:32]][0]
+    assert not s128.context_model.hash.startswith(h.entropy_params["context_sha256"])
+    assert s128.context_model.config["rebound_from"][0].startswith(h.entropy_params["context_sha256"])
+    stream = s128.read_stream(old)
+    assert np.array_equal(np.concatenate(stream.tokens), _golden_tokens())
+    new = s128.read_stream(os.path.join(STREAMS, "v2-sample-context.bin"))
+    assert np.array_equal(s128.decode(stream), s128.decode(new))
+    tiny = semcodec.VideoTokenizer(semcodec.get_preset("tiny"))
+    semcodec.save_checkpoint(tiny, tiny.config, tmp_path / "t.safetensors")
+    with pytest.raises(CodecError, match="^the stream was made by model 's128' .*, not by the loaded model"):
+        Codec.load(str(tmp_path / "t.safetensors"), "cpu").check_stream(h)
 
 
 # --------------------------------------------------------------------------------------------

@@ -191,7 +191,10 @@ def test_decoder_only_training_keeps_the_tokens_and_hands_on_the_context_model(t
     assert ctx_main(["rebind", str(ctx), "--source", str(old), "--model", str(out / "final.safetensors"),
                      "-o", str(new_ctx)]) == 0
     moved, orig = ContextModel.load(new_ctx), ContextModel.load(ctx)
-    assert moved.model_hash == b.content_hash
+    assert moved.model_hash == b.content_hash and moved.hashes == (moved.hash, orig.hash)
+    with pytest.raises(ValueError, match="^context model config: 'rebound_from' must be a list of at most 16 "
+                                         r"hashes \(64 hex digits\)$"):
+        ContextModel(orig.tensors, dict(orig.config, rebound_from=["not a hash"]))
     assert all(np.array_equal(moved.tensors[k], orig.tensors[k]) for k in orig.tensors)
     capsys.readouterr()
     other = semcodec.VideoTokenizer(cfg)          # another initialisation: other encoder weights

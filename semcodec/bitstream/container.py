@@ -411,7 +411,8 @@ class StreamReader:
             self._missing = (f"{name} is entropy-coded with a context model (mode 'context'); it "
                              f"cannot be decoded without it")
             return
-        if not digest_matches(context.hash, p["context_sha256"]) or context.codebook_size != h.codebook_size:
+        if (not any(digest_matches(d, p["context_sha256"]) for d in context.hashes)
+                or context.codebook_size != h.codebook_size):
             raise BitstreamError(
                 f"{name} was coded with a different context model than the one given (context "
                 f"{p['context_sha256'][:16]} in the file, {context.hash[:16]} given); decode it with "

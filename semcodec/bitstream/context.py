@@ -272,6 +272,12 @@ class ContextModel:
         """Content hash of the codec model whose tokens this model was trained on."""
         return self.config["model_hash"]
 
+    @property
+    def hashes(self) -> tuple[str, ...]:
+        """The hashes of the streams this network decodes: its own, then those it had before
+        ``context_train rebind`` handed it on (the same tensors, bound to an older model)."""
+        return (self.hash, *self.config.get("rebound_from", ()))
+
     def layout(self, iframe_rows, pframe_rows, iframe_tokens, pframe_tokens, group, overlap) -> GroupLayout:
         return GroupLayout.for_stream(iframe_rows, pframe_rows, iframe_tokens, pframe_tokens, group, overlap,
                                       self.config["iframe_passes"], self.config["pframe_passes"])
@@ -283,6 +289,10 @@ class ContextModel:
                 raise ValueError(f"context model config lacks '{key}'")
         if not isinstance(c["model_hash"], str) or len(c["model_hash"]) != 64:
             raise ValueError("context model config: 'model_hash' must be 64 hex digits")
+        old = c.get("rebound_from", [])
+        if not (isinstance(old, list) and len(old) <= 16 and all(
+                isinstance(x, str) and len(x) == 64 and all(ch in "0123456789abcdef" for ch in x) for x in old)):
+            raise ValueError("context model config: 'rebound_from' must be a list of at most 16 hashes (64 hex digits)")
         if c["iframe_passes"] not in (1, 2, 4) or c["pframe_passes"] not in (1, 2, 4):
             raise ValueError("context model config: passes must be 1, 2 or 4")
         if type(c["patch"]) is not int or not 1 <= c["patch"] <= 1024:

@@ -341,7 +341,9 @@ def rebind(context: str, source: str, model: str, out: str) -> str:
     why = token_difference(old.model, new.model)
     if why:
         raise ValueError(f"{model} does not make the tokens of {source}: {why}")
-    config = dict(cm.config, model_hash=new.content_hash, model_name=new.config.name)
+    # the streams coded with it before stay decodable: the network is the same (ContextModel.hashes)
+    config = dict(cm.config, model_hash=new.content_hash, model_name=new.config.name,
+                  rebound_from=[cm.hash, *cm.config.get("rebound_from", [])][:16])
     return ContextModel(cm.tensors, config).save(out)
 
 
