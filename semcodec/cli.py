@@ -83,15 +83,18 @@ BACKBONE_HELP = ("local folder of the pretrained backbone, for models whose feat
               help="entropy coding of token ids [default: context when the model ships a context model, else adaptive]")
 @click.option("--fps", type=float, default=None,
               help="semantic frames per second, the rate control: tokens/s scale with it [default: the model's]")
+@click.option("--max-kbps", type=float, default=None,
+              help="a bit budget: the highest semantic rate up to --fps (default: the model's) whose file fits "
+                   "it, the video coded again at a lower rate until it does")
 @click.option("--device", default=None, help="torch device [default: cuda if available, else cpu]")
 @click.option("--backbone", default=None, help=BACKBONE_HELP)
-def encode(src, dst, model, entropy, fps, device, backbone):
+def encode(src, dst, model, entropy, fps, max_kbps, device, backbone):
     """Encode a video (any container FFmpeg reads) into a token stream."""
     from .codec import Codec, check_target
     check_target(dst, src)              # before the model loads: a typo costs no wait
     codec = Codec.from_pretrained(model, device, backbone)
     with _progress("encode") as cb:
-        codec.encode_file(src, dst, entropy=entropy, progress=cb, fps=fps)
+        codec.encode_file(src, dst, entropy=entropy, progress=cb, fps=fps, max_kbps=max_kbps)
 
 
 @cli.command(epilog=EXAMPLES)

@@ -274,11 +274,16 @@ class Codec:
                            context=self.context_model)
 
     def encode_file(self, src, dst, entropy: str | None = None, progress: Progress | None = None,
-                    fps: float | None = None) -> StreamHeader:
+                    fps: float | None = None, max_kbps: float | None = None) -> StreamHeader:
         """Encode video ``src`` (a path or a seekable binary file object) to the token stream ``dst``
         (a path, written atomically, or a binary file object) at semantic rate ``fps``; returns
-        the header written. Bad input fails before anything is written."""
+        the header written. ``max_kbps``: a bit budget (:meth:`fit_rate`: the rate is lowered
+        until the file fits). Bad input fails before anything is written."""
         check_target(dst, src)
+        if max_kbps is not None:
+            stream = self.fit_rate(src, max_kbps, fps, entropy, progress)
+            stream.save(dst)
+            return stream.header
         header, groups = self.iter_encode(src, fps=fps, entropy=entropy)
         if not isinstance(dst, (str, Path)):
             stream = TokenStream(header, list(_with_progress(groups, header.n_groups, progress)), prior=self.prior,
@@ -289,6 +294,32 @@ class Codec:
             for rec in _with_progress(groups, header.n_groups, progress):
                 w.write_group(rec)
         return w.header
+
+    def fit_rate(self, src, max_kbps: float, fps: float | None = None, entropy: str | None = None,
+                 progress: Progress | None = None, tries: int = 6) -> TokenStream:
+        """The stream of ``src`` at the highest semantic rate, at most ``fps`` (default: the model's),
+        whose file fits ``max_kbps`` kbit/s of the source's duration: coded at ``fps`` first, then
+        again at the rate scaled by the budget over the rate reached (bits grow a little slower than
+        the semantic rate, so this converges from above), at most ``tries`` times, never below the
+        lowest semantic rate. ``CodecError`` when even that does not fit."""
+        if not (isinstance(max_kbps, (int, float)) and math.isfinite(max_kbps) and max_kbps > 0):
+            raise CodecError(f"--max-kbps must be a positive number of kbit/s, got {max_kbps!r}")
+        rate = self.semantic_fps(fps)
+        for _ in range(tries):
+            if not isinstance(src, (str, Path)):
+                src.seek(0)
+            header, groups = self.iter_encode(src, fps=rate, entropy=entropy)
+            stream = TokenStream(header, list(_with_progress(groups, header.n_groups, progress)), prior=self.prior,
+                                 context=self.context_model)
+            kbps = 8 * len(stream.to_bytes()) / (header.src_frames / header.src_fps) / 1000
+            if kbps <= max_kbps:
+                return stream
+            tried = rate
+            if rate <= MIN_SEMANTIC_FPS:
+                break
+            rate = max(MIN_SEMANTIC_FPS, math.floor(100 * rate * max_kbps / kbps * 0.98) / 100)
+        raise CodecError(f"the video does not fit {max_kbps:g} kbit/s: {kbps:.2f} kbit/s at {tried:g} semantic fps "
+                         f"(the lowest rate tried)")
 
     # ------------------------------------------------------------------ decoding
     def check_stream(self, header: StreamHeader) -> None:

@@ -65,3 +65,33 @@ def test_bad_rate_is_one_line(sample, tmp_path, fps):
     assert r.returncode == 1
     assert r.stderr == f"error: --fps must be between 0.5 and 30, got {float(fps):g}\n"
     assert not out.exists()
+
+
+def test_a_bit_budget_lowers_the_rate_until_the_file_fits(sample, tmp_path, capsys):
+    """--max-kbps: the stream at the model's rate when it fits, else at a lower rate whose file
+    does (and it still decodes to the source's frame count); a budget nothing fits is one error
+    line and no file."""
+    from semcodec.cli import main
+    from semcodec.stream import stream_stats
+    codec = Codec.load(None, "cpu")
+    full = tmp_path / "full.bin"
+    codec.encode_file(sample, full)
+    own = stream_stats(full)
+    assert own["semantic_fps"] == 8.0
+    same = tmp_path / "same.bin"
+    codec.encode_file(sample, same, max_kbps=own["kbit_per_s"] + 0.01)
+    assert same.read_bytes() == full.read_bytes()
+    budget = own["kbit_per_s"] * 0.6
+    assert main(["encode", str(sample), "-o", str(tmp_path / "fit.bin"), "--max-kbps", f"{budget:g}"]) == 0
+    fit = stream_stats(tmp_path / "fit.bin")
+    assert fit["kbit_per_s"] <= float(f"{budget:g}") and 2.0 < fit["semantic_fps"] < 8.0
+    assert len(codec.decode(tmp_path / "fit.bin")) == probe(sample).frames
+    capsys.readouterr()
+    bad = tmp_path / "bad.bin"
+    assert main(["encode", str(sample), "-o", str(bad), "--max-kbps", "0.01"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: the video does not fit 0.01 kbit/s: ") and err.endswith(
+        " kbit/s at 0.5 semantic fps (the lowest rate tried)\n") and err.count("\n") == 1, err
+    assert main(["encode", str(sample), "-o", str(bad), "--max-kbps", "-3"]) == 1
+    assert capsys.readouterr().err == "error: --max-kbps must be a positive number of kbit/s, got -3.0\n"
+    assert not bad.exists()
