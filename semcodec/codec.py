@@ -29,10 +29,12 @@ import numpy as np
 import torch
 
 from .bitstream import BitstreamError, GroupRecord, StreamHeader, StreamReader, StreamWriter
+from .bitstream.entropy import digest_matches
 from .checkpoint import Checkpoint, ModelIdentity
 from .errors import OutputError, SemcodecError
 from .gop import CrossFader, GopPlan, Group
-from .limits import MAX_OUTPUT_PIXELS_PER_BYTE, MAX_SEMANTIC_FPS, MIN_SEMANTIC_FPS, LimitError, check_source
+from .limits import (MAX_OUTPUT_PIXELS_PER_BYTE, MAX_SEMANTIC_FPS, MIN_SEMANTIC_FPS, LimitError,
+                     check_semantic_fps, check_source)
 from .stream import TokenStream, stream_stats  # noqa: F401  (stream_stats: where it used to live)
 from .video import (Geometry, VideoInfo, VideoWriter, from_model, iter_semantic_frames, probe, semantic_frame_count,
                     semantic_source_index, to_model)
@@ -188,9 +190,10 @@ class Codec:
         scale with it). Models trained with ``--fps-choices`` code any rate in that range well."""
         if fps is None:
             return self.default_fps or self.config.fps
-        if not (math.isfinite(fps) and MIN_SEMANTIC_FPS <= fps <= MAX_SEMANTIC_FPS):
-            raise CodecError(f"--fps must be between {MIN_SEMANTIC_FPS:g} and {MAX_SEMANTIC_FPS:g}, got {fps:g}")
-        return float(fps)
+        try:
+            return check_semantic_fps(fps)
+        except LimitError as e:
+            raise CodecError(str(e)) from None
 
     # ------------------------------------------------------------------ encoding
     def _header(self, info: VideoInfo, sem_fps: float, entropy: str | None) -> StreamHeader:
@@ -326,7 +329,7 @@ class Codec:
         """The stream was made by this model, and its header is one this model's encoder writes:
         anything else is refused before any work (a forged header cannot ask for more)."""
         h, c = header, self.config
-        if not any(d[:len(h.model_hash)] == h.model_hash for d in self.token_hashes):   # format 2: 32 hex digits
+        if not any(digest_matches(d, h.model_hash) for d in self.token_hashes):
             raise CodecError(f"the stream was made by model '{h.model_name}' ({h.model_hash[:12]}), "
                              f"not by the loaded model '{self.name}' ({self.content_hash[:12]})")
         bad = "the stream's header does not fit model '{}': {} (a forged or damaged file)".format

@@ -64,10 +64,11 @@ def export(run_dir: str | Path, out: str | Path, prior_batches: int = 100, name:
         raise ConfigError(f"--name: {e}") from None
     state, cfg, args = read_run(run_dir)
     if fps is not None:
-        from .limits import MAX_SEMANTIC_FPS, MIN_SEMANTIC_FPS
-        if not (np.isfinite(fps) and MIN_SEMANTIC_FPS <= fps <= MAX_SEMANTIC_FPS):
-            raise ConfigError(f"--fps must be between {MIN_SEMANTIC_FPS:g} and {MAX_SEMANTIC_FPS:g}, got {fps:g}")
-        cfg = cfg.replace(fps=float(fps))
+        from .limits import LimitError, check_semantic_fps
+        try:
+            cfg = cfg.replace(fps=check_semantic_fps(fps))
+        except LimitError as e:
+            raise ConfigError(str(e)) from None
     backbone = backbone or args.backbone
     from safetensors.torch import load_file
     ema = load_file(str(find_checkpoint(Path(run_dir)) / "ema.safetensors"))

@@ -32,6 +32,13 @@ class LimitError(SemcodecError, ValueError):
     """A value outside semcodec's bounds; the message is a user-facing fragment."""
 
 
+def check_semantic_fps(fps: float) -> float:
+    """``fps`` as a float when it is a semantic rate semcodec codes (``--fps``), else ``LimitError``."""
+    if not (math.isfinite(fps) and MIN_SEMANTIC_FPS <= fps <= MAX_SEMANTIC_FPS):
+        raise LimitError(f"--fps must be between {MIN_SEMANTIC_FPS:g} and {MAX_SEMANTIC_FPS:g}, got {fps:g}")
+    return float(fps)
+
+
 def check_source(width: int, height: int, fps: float) -> None:
     """A video semcodec can code (or a stream header's claim about one)."""
     if not (1 <= width <= MAX_SOURCE_SIDE and 1 <= height <= MAX_SOURCE_SIDE

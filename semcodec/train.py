@@ -356,7 +356,8 @@ def train(args: TrainConfig) -> Path:
     model.tokenizer.set_attention_backend("auto")
     if args.decoder_only:
         freeze_encoder(model)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.99))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr,
+                            weight_decay=args.weight_decay, betas=(0.9, 0.99))
     step = 0
     ck = find_checkpoint(out)
     if ck is not None:
