@@ -76,7 +76,7 @@ def clip_table(clips: list[str], model: str | None, modes, folder: Path, log=pri
     codec = Codec.load(model, "cpu")
     rows = []
     for clip in clips:
-        header, groups = codec.iter_encode(clip)
+        header, groups = codec.iter_encode(clip, search=0)      # the encoder's ids: fast, coder-neutral
         records = list(groups)
         for mode in modes:
             path = folder / f"{Path(clip).stem}-{mode}.bin"

@@ -439,6 +439,14 @@ def load_models(names: list[str] | None, log=print) -> list[tuple[str, object]]:
     return out
 
 
+def _with_search(codec, steps: int):
+    """The codec (same weights, shared) encoding with ``steps`` rounds of token search."""
+    import copy
+    c = copy.copy(codec)
+    c.search_steps, c.search_options, c._token_search = steps, dict(codec.search_options), None
+    return c
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(prog="python -m bench.rd", description=__doc__.split("\n\n")[0])
     p.add_argument("--clips", nargs="+", default=None, help="videos [default: bigbuckbunny, bikes, carphone]")
@@ -457,6 +465,8 @@ def main(argv=None) -> dict:
     p.add_argument("--preset", default="medium", help="x264/x265 preset")
     p.add_argument("--max-frames", type=int, default=None, help="use only the first N frames of each clip")
     p.add_argument("--ssim-src", action="store_true", help="SSIM at the source size too (slow for 720p)")
+    p.add_argument("--search", nargs="+", type=int, default=None,
+                   help="rounds of encoder-side token search, one semcodec curve each [default: semcodec encode's]")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--out", default="results/rd.json")
     p.add_argument("--print", dest="reprint", metavar="JSON", default=None, help="only print the tables of a results file")
@@ -471,6 +481,8 @@ def main(argv=None) -> dict:
     SSIM_SRC = a.ssim_src
     t_start = time.perf_counter()
     models = load_models(a.models) if a.models != [] else []
+    if a.search:                # one curve per search setting: the same weights, its own label
+        models = [(f"{label}-search{n}", _with_search(c, n)) for label, c in models for n in a.search]
     x26x = dict(codecs=tuple(a.codecs), crfs=tuple(a.crf), down_short=a.down_short or None,
                 down_crfs=tuple(a.down_crf), preset=a.preset, floor=not a.no_floor)
     anchors = dict(codecs=tuple(a.anchors), fps_list=tuple(a.anchor_fps))
@@ -482,7 +494,7 @@ def main(argv=None) -> dict:
            "date": time.strftime("%Y-%m-%d"), "machine": machine(), "torch_threads": a.threads,
            "settings": {**{k: list(v) if isinstance(v, tuple) else v for k, v in x26x.items()}, "entropy": a.entropy,
                         "max_frames": a.max_frames, "semantic_fps": a.semantic_fps, "anchors": a.anchors,
-                        "anchor_fps": a.anchor_fps},
+                        "anchor_fps": a.anchor_fps, "search": a.search or [m[1].search_steps for m in models][:1]},
            "clips": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for clip in a.clips or default_clips():

@@ -29,13 +29,14 @@ import numpy as np
 import torch
 
 from .bitstream import BitstreamError, GroupRecord, StreamHeader, StreamReader, StreamWriter
-from .bitstream.entropy import digest_matches
+from .bitstream.entropy import DEFAULT_LINK, digest_matches
 from .checkpoint import Checkpoint, ModelIdentity
 from .errors import OutputError, SemcodecError
 from .gop import CrossFader, GopPlan, Group
-from .limits import (MAX_OUTPUT_PIXELS_PER_BYTE, MAX_SEMANTIC_FPS, MIN_SEMANTIC_FPS, LimitError,
+from .limits import (MAX_OUTPUT_PIXELS_PER_BYTE, MAX_SEARCH_STEPS, MAX_SEMANTIC_FPS, MIN_SEMANTIC_FPS, LimitError,
                      check_semantic_fps, check_source)
 from .stream import TokenStream, stream_stats  # noqa: F401  (stream_stats: where it used to live)
+from .token_search import DEFAULT_STEPS, GroupRate, TokenSearch, searchable
 from .video import (Geometry, VideoInfo, VideoWriter, from_model, iter_semantic_frames, probe, semantic_frame_count,
                     semantic_source_index, to_model)
 from .zoo import load_model, model_file, operating_point, shipped_models
@@ -88,7 +89,10 @@ class Codec:
         self.default_fps: float | None = None      # a named operating point's semantic rate
         self.renderer = None        # a plugin that replaces the decoder (semcodec.renderers), or None
         self.weights_path: Path | None = None      # where the weights came from (finds the context model)
+        self.search_steps = DEFAULT_STEPS           # rounds of encoder-side token search (token_search)
+        self.search_options: dict = {}              # more TokenSearch arguments (rate_slope, relax_steps, ...)
         self._context = None
+        self._token_search = None
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path | None = None, device: str | None = None,
@@ -230,10 +234,34 @@ class Codec:
         return {"iframe_rows": lattice_shape(c.iframe_tokens, grid)[0],
                 "pframe_rows": lattice_shape(c.pframe_tokens, grid)[0] if c.pframe_tokens else 0}
 
-    def _coded_groups(self, header: StreamHeader, frames: Iterator[np.ndarray]) -> Iterator[GroupRecord]:
-        """Semantic frames (``H x W x 3`` uint8, in order) -> one coded group at a time."""
+    def _search(self, steps: int | None):
+        """The token search of ``steps`` rounds (None: ``search_steps``), or None for none."""
+        steps = self.search_steps if steps is None else steps
+        if not isinstance(steps, int) or isinstance(steps, bool) or not 0 <= steps <= MAX_SEARCH_STEPS:
+            raise CodecError(f"search steps must be a whole number in 0..{MAX_SEARCH_STEPS}, got {steps!r}")
+        if not steps or self.renderer is not None or not searchable(self.model):
+            return None
+        key = (steps, tuple(sorted(self.search_options.items())))
+        if self._token_search is None or self._token_search[0] != key:
+            self._token_search = key, TokenSearch(self.model, steps, **self.search_options)
+        return self._token_search[1]
+
+    def _coded_groups(self, header: StreamHeader, frames: Iterator[np.ndarray],
+                      search: int | None = 0) -> Iterator[GroupRecord]:
+        """Semantic frames (``H x W x 3`` uint8, in order) -> one coded group at a time (each one's
+        ids searched for ``search`` rounds, :mod:`semcodec.token_search`; None: ``search_steps``)."""
         h = header
         geo = Geometry((h.src_height, h.src_width), (h.scaled_height, h.scaled_width), (h.padded_height, h.padded_width))
+        finder = self._search(search)
+        layout, link_every = None, 0
+        if finder is not None and self.context_model is not None:
+            # bits as the context model counts them, whatever the stream's entropy mode: the ids
+            # are then the same in every mode
+            p = self.entropy_params(h, "context")
+            layout = self.context_model.layout(p["iframe_rows"], p["pframe_rows"], h.iframe_tokens, h.pframe_tokens,
+                                               h.group, h.overlap)
+            link_every = h.entropy_params.get("link", DEFAULT_LINK)
+        prev = None
         buf: dict[int, torch.Tensor] = {}
         j = 0
         for g in GopPlan(h.semantic_frames, h.group, h.overlap):
@@ -241,26 +269,36 @@ class Codec:
                 buf[j] = to_model(next(frames)[None], geo)[0]
                 j += 1
             clip = torch.stack([buf[k] for k in range(g.start, g.stop)])
-            yield GroupRecord(g.index, g.start, g.valid, self.encode_group(clip))
+            ids = self.encode_group(clip)
+            if finder is not None:
+                rate = None if layout is None else \
+                    GroupRate(self.context_model, layout, g.valid, prev if link_every and g.index % link_every else None)
+                ids, _ = finder.refine(clip, ids, geo.scaled, rate)
+                prev = layout.split(ids, g.valid) if layout is not None else None
+            yield GroupRecord(g.index, g.start, g.valid, ids)
             for k in [k for k in buf if k < g.start + h.group - h.overlap]:
                 del buf[k]
 
     def iter_encode(self, src, info: VideoInfo | None = None, fps: float | None = None,
-                    entropy: str | None = None) -> tuple[StreamHeader, Iterator[GroupRecord]]:
+                    entropy: str | None = None, search: int | None = None) -> tuple[StreamHeader, Iterator[GroupRecord]]:
         """The stream header and a lazy iterator over the coded groups of video ``src`` (a path or
-        a seekable binary file object) at semantic frame rate ``fps`` (default: the model's)."""
+        a seekable binary file object) at semantic frame rate ``fps`` (default: the model's).
+        ``search``: rounds of encoder-side token search per group (:mod:`semcodec.token_search`;
+        None: ``search_steps``; 0: the encoder's nearest codes, fastest)."""
+        self._search(search)
         info = info or probe(src)
         header = self._header(info, self.semantic_fps(fps), entropy)
-        return header, self._coded_groups(header, iter_semantic_frames(src, info, header.semantic_fps))
+        return header, self._coded_groups(header, iter_semantic_frames(src, info, header.semantic_fps), search)
 
     def encode(self, frames, fps: float, semantic_fps: float | None = None,
-               entropy: str | None = None) -> TokenStream:
+               entropy: str | None = None, search: int | None = None) -> TokenStream:
         """Frames held in memory -> a :class:`~semcodec.stream.TokenStream`.
 
         ``frames``: ``T x H x W x 3`` uint8 RGB (a numpy array, a torch tensor, or a sequence of
         ``H x W x 3`` frames) at ``fps`` frames per second. ``semantic_fps`` is the rate control
         (default: the model's). The tokens are those ``encode_file`` makes of a video file
-        holding these frames at this rate (``semcodec encode``)."""
+        holding these frames at this rate (``semcodec encode``); ``search`` as :meth:`iter_encode`."""
+        self._search(search)
         frames = _frames_array(frames)
         T, H, W, _ = frames.shape
         if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
@@ -273,21 +311,22 @@ class Codec:
         header = self._header(info, self.semantic_fps(semantic_fps), entropy)
         picks = (frames[semantic_source_index(j, info.fps, header.semantic_fps, T)]
                  for j in range(header.semantic_frames))
-        return TokenStream(header, list(self._coded_groups(header, picks)), prior=self.prior,
+        return TokenStream(header, list(self._coded_groups(header, picks, search)), prior=self.prior,
                            context=self.context_model)
 
     def encode_file(self, src, dst, entropy: str | None = None, progress: Progress | None = None,
-                    fps: float | None = None, max_kbps: float | None = None) -> StreamHeader:
+                    fps: float | None = None, max_kbps: float | None = None, search: int | None = None) -> StreamHeader:
         """Encode video ``src`` (a path or a seekable binary file object) to the token stream ``dst``
         (a path, written atomically, or a binary file object) at semantic rate ``fps``; returns
         the header written. ``max_kbps``: a bit budget (:meth:`fit_rate`: the rate is lowered
-        until the file fits). Bad input fails before anything is written."""
+        until the file fits); ``search`` as :meth:`iter_encode`. Bad input fails before anything is
+        written."""
         check_target(dst, src)
         if max_kbps is not None:
-            stream = self.fit_rate(src, max_kbps, fps, entropy, progress)
+            stream = self.fit_rate(src, max_kbps, fps, entropy, progress, search=search)
             stream.save(dst)
             return stream.header
-        header, groups = self.iter_encode(src, fps=fps, entropy=entropy)
+        header, groups = self.iter_encode(src, fps=fps, entropy=entropy, search=search)
         if not isinstance(dst, (str, Path)):
             stream = TokenStream(header, list(_with_progress(groups, header.n_groups, progress)), prior=self.prior,
                                  context=self.context_model)
@@ -299,7 +338,7 @@ class Codec:
         return w.header
 
     def fit_rate(self, src, max_kbps: float, fps: float | None = None, entropy: str | None = None,
-                 progress: Progress | None = None, tries: int = 6) -> TokenStream:
+                 progress: Progress | None = None, tries: int = 6, search: int | None = None) -> TokenStream:
         """The stream of ``src`` at the highest semantic rate, at most ``fps`` (default: the model's),
         whose file fits ``max_kbps`` kbit/s of the source's duration: coded at ``fps`` first, then
         again at the rate scaled by the budget over the rate reached (bits grow a little slower than
@@ -311,7 +350,7 @@ class Codec:
         for _ in range(tries):
             if not isinstance(src, (str, Path)):
                 src.seek(0)
-            header, groups = self.iter_encode(src, fps=rate, entropy=entropy)
+            header, groups = self.iter_encode(src, fps=rate, entropy=entropy, search=search)
             stream = TokenStream(header, list(_with_progress(groups, header.n_groups, progress)), prior=self.prior,
                                  context=self.context_model)
             kbps = 8 * len(stream.to_bytes()) / (header.src_frames / header.src_fps) / 1000

@@ -41,7 +41,7 @@ def test_pairs_are_the_codecs_groups(setup):
     ds = PairDataset(setup["pairs"])
     codec = Codec.load(str(setup["codec"]), "cpu")
     assert len(ds) == 12 and ds.codec_hash == codec.content_hash and ds.meta["frame_size"] == [32, 48]
-    _, groups = codec.iter_encode(str(setup["clips"] / "clip_000000.mp4"))
+    _, groups = codec.iter_encode(str(setup["clips"] / "clip_000000.mp4"), search=0)   # the encoder's ids, as datasets
     coded = list(groups)
     assert [(g.start, g.valid) for g in coded] == [(0, 4), (3, 4), (6, 3)]
     for k, g in enumerate(coded):

@@ -25,7 +25,7 @@ def test_semantic_rate_scales_tokens_and_round_trips(sample, tmp_path):
     tokens = {}
     for fps in (2.0, 4.0, 8.0):
         out = tmp_path / f"t{fps:g}.bin"
-        codec.encode_file(sample, out, fps=fps)
+        codec.encode_file(sample, out, fps=fps, search=0)      # the encoder's ids: fast
         with StreamReader(out, prior_counts=codec.prior) as r:
             assert r.header.semantic_fps == fps
             tokens[fps] = r.header.total_tokens
@@ -46,7 +46,8 @@ def test_named_operating_points(sample, tmp_path):
     assert low.name == "s128" and low.semantic_fps(None) == 2.0 and low.semantic_fps(6) == 6.0
     assert Codec.load("s128", "cpu").semantic_fps(None) == low.config.fps
     out = tmp_path / "low.bin"
-    r = subprocess.run([sys.executable, "-m", "semcodec", "encode", str(sample), "-o", str(out), "--model", "s128-2fps"],
+    r = subprocess.run([sys.executable, "-m", "semcodec", "encode", str(sample), "-o", str(out), "--model", "s128-2fps",
+                        "--search", "0"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     with StreamReader(out) as rd:
@@ -75,20 +76,20 @@ def test_a_bit_budget_lowers_the_rate_until_the_file_fits(sample, tmp_path, caps
     from semcodec.stream import stream_stats
     codec = Codec.load(None, "cpu")
     full = tmp_path / "full.bin"
-    codec.encode_file(sample, full)
+    codec.encode_file(sample, full, search=0)
     own = stream_stats(full)
     assert own["semantic_fps"] == 8.0
     same = tmp_path / "same.bin"
-    codec.encode_file(sample, same, max_kbps=own["kbit_per_s"] + 0.01)
+    codec.encode_file(sample, same, max_kbps=own["kbit_per_s"] + 0.01, search=0)
     assert same.read_bytes() == full.read_bytes()
     budget = own["kbit_per_s"] * 0.6
-    assert main(["encode", str(sample), "-o", str(tmp_path / "fit.bin"), "--max-kbps", f"{budget:g}"]) == 0
+    assert main(["encode", str(sample), "-o", str(tmp_path / "fit.bin"), "--max-kbps", f"{budget:g}", "--search", "0"]) == 0
     fit = stream_stats(tmp_path / "fit.bin")
     assert fit["kbit_per_s"] <= float(f"{budget:g}") and 2.0 < fit["semantic_fps"] < 8.0
     assert len(codec.decode(tmp_path / "fit.bin")) == probe(sample).frames
     capsys.readouterr()
     bad = tmp_path / "bad.bin"
-    assert main(["encode", str(sample), "-o", str(bad), "--max-kbps", "0.01"]) == 1
+    assert main(["encode", str(sample), "-o", str(bad), "--max-kbps", "0.01", "--search", "0"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: the video does not fit 0.01 kbit/s: ") and err.endswith(
         " kbit/s at 0.5 semantic fps (the lowest rate tried)\n") and err.count("\n") == 1, err

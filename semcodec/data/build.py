@@ -157,7 +157,9 @@ def tokenize_clip(codec, clip: Clip, token_dtype) -> dict:
     """One row of a shard (raises VideoError and friends for an unusable source)."""
     from ..video import probe
     info = probe(clip.path)
-    header, groups = codec.iter_encode(clip.path, info)
+    # the encoder's own ids (no token search): what a language model learns should be the regular
+    # tokens every encode makes, not ones picked for one decoder's pictures
+    header, groups = codec.iter_encode(clip.path, info, search=0)
     starts, valids, toks = [], [], []
     for rec in groups:
         starts.append(rec.start)
