@@ -31,6 +31,8 @@ def main(argv=None) -> dict:
     p.add_argument("--start", type=int, default=0, help="first scene seed to draw the split's seeds from")
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--search", type=int, default=None,
+                   help="rounds of encoder-side token search per group [default: semcodec encode's]")
     p.add_argument("--out", default="results/world_codec.json")
     a = p.parse_args(argv)
     import torch
@@ -47,7 +49,7 @@ def main(argv=None) -> dict:
         for i, (scene, video) in enumerate(split_clips(a.split, a.clips, a.start, frames)):
             src, bin_, rec = Path(tmp) / f"{i}.mp4", Path(tmp) / f"{i}.bin", Path(tmp) / f"{i}-rec.mp4"
             write_video(src, video)
-            codec.encode_file(src, bin_, entropy="adaptive")
+            codec.encode_file(src, bin_, entropy="adaptive", search=a.search)
             codec.decode_file(bin_, rec)
             stats.append(stream_stats(bin_))
             gts.append(video)
@@ -61,7 +63,9 @@ def main(argv=None) -> dict:
     cfg = codec.config
     by_place = by_group_place(gts, recs, cfg.group - cfg.overlap)
     tok = {k: float(np.mean([s[k] for s in stats])) for k in ("tokens_per_s", "bits_per_token", "kbit_per_s")}
+    search = codec.search_steps if a.search is None else a.search
     doc = {"name": "world-codec", "model": codec.name, "model_hash": codec.content_hash, "split": a.split,
+           "search_steps": search,
            "clips": a.clips, "seconds": a.seconds, "tokens_per_group": cfg.tokens_per_group,
            "iframe_tokens": cfg.iframe_tokens, "pframe_tokens": cfg.pframe_tokens, **tok, "psnr": psnr,
            "code_seconds_per_clip": code_s / a.clips,
@@ -70,7 +74,8 @@ def main(argv=None) -> dict:
                           for d in DIMENSIONS}}
     print(f"{codec.name}: {cfg.tokens_per_group} tokens per group ({cfg.iframe_tokens} + {cfg.group - 1} x "
           f"{cfg.pframe_tokens}), {tok['tokens_per_s']:.0f} tokens/s, {tok['bits_per_token']:.2f} bits/token "
-          f"(adaptive), {tok['kbit_per_s']:.2f} kbit/s, PSNR {psnr:.2f} dB; {a.clips} {a.split}-split clips")
+          f"(adaptive), {tok['kbit_per_s']:.2f} kbit/s, PSNR {psnr:.2f} dB; {a.clips} {a.split}-split clips; "
+          f"token search {search} rounds")
     print("PSNR by place after the IFrame: " + " ".join(f"{v:.2f}" for v in by_place))
     print("\n| dimension | ground truth | reconstruction | n |\n|---|---|---|---|")
     for d in DIMENSIONS:
