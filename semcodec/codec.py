@@ -89,7 +89,7 @@ class Codec:
         self.default_fps: float | None = None      # a named operating point's semantic rate
         self.renderer = None        # a plugin that replaces the decoder (semcodec.renderers), or None
         self.weights_path: Path | None = None      # where the weights came from (finds the context model)
-        self.search_steps = DEFAULT_STEPS           # rounds of encoder-side token search (token_search)
+        self._search_steps: int | None = None       # rounds of encoder-side token search (search_steps)
         self.search_options: dict = {}              # more TokenSearch arguments (rate_slope, relax_steps, ...)
         self._context = None
         self._token_search = None
@@ -162,6 +162,19 @@ class Codec:
         that make the same tokens (``zoo.SAME_TOKENS``)."""
         from .zoo import SAME_TOKENS
         return (self.content_hash, *SAME_TOKENS.get(self.content_hash[:32], ()))
+
+    @property
+    def search_steps(self) -> int:
+        """Rounds of token search per group (:mod:`semcodec.token_search`) where an encode call
+        gives none: ``token_search.DEFAULT_STEPS`` where the model ships a context model (the bits
+        have a price), else 0 (a search on the error alone spends bits blindly). Settable."""
+        if self._search_steps is not None:
+            return self._search_steps
+        return DEFAULT_STEPS if self.context_model is not None else 0
+
+    @search_steps.setter
+    def search_steps(self, steps: int) -> None:
+        self._search_steps = steps
 
     @property
     def default_entropy(self) -> str:

@@ -151,3 +151,17 @@ def test_relaxation_jumps_further_than_neighbours(s128, sample):
     _, st = TokenSearch(s128.model, steps=0, relax_steps=6).refine(frames, ids, geo.scaled, rate)
     cost = lambda d, b: 10 * np.log10(d) + 0.5 * np.log2(b)        # noqa: E731
     assert cost(st.mse_after, st.bits_after) <= cost(st.mse_before, st.bits_before)
+
+
+def test_the_search_is_on_where_bits_have_a_price(s128, tmp_path):
+    """By default the search runs for models that ship a context model (s128: 12 rounds), not for
+    others (a search on the error alone spends bits blindly); a set value wins."""
+    import semcodec
+    from semcodec.token_search import DEFAULT_STEPS
+    assert s128.context_model is not None and s128.search_steps == DEFAULT_STEPS == 12
+    tiny = semcodec.VideoTokenizer(semcodec.get_preset("tiny"))
+    semcodec.save_checkpoint(tiny, tiny.config, tmp_path / "t.safetensors")
+    other = Codec.load(str(tmp_path / "t.safetensors"), "cpu")
+    assert other.context_model is None and other.search_steps == 0
+    other.search_steps = 3
+    assert other.search_steps == 3
