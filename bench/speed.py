@@ -75,13 +75,15 @@ def child_env(threads: int) -> dict:
     return env
 
 
-def cli_rss(model: str | None, clip: str, tmp: Path, threads: int, device: str = "cpu") -> dict:
+def cli_rss(model: str | None, clip: str, tmp: Path, threads: int, device: str = "cpu",
+            search: int | None = None) -> dict:
     """``semcodec encode`` then ``semcodec decode`` of ``clip`` in fresh processes."""
     tok, rec = tmp / f"{Path(clip).stem}.bin", tmp / f"{Path(clip).stem}-recon.mp4"
     base = [sys.executable, "-m", "semcodec"]
     m = ["--model", model] if model else []
     env = child_env(threads)
-    enc = run_child(base + ["encode", clip, "-o", str(tok), "--device", device] + m, env)
+    s = ["--search", str(search)] if search is not None else []
+    enc = run_child(base + ["encode", clip, "-o", str(tok), "--device", device] + m + s, env)
     if enc["rc"] != 0:
         raise RuntimeError(f"semcodec encode failed: {enc['stderr']}")
     dec = run_child(base + ["decode", str(tok), "-o", str(rec), "--device", device] + m, env)
@@ -120,13 +122,13 @@ def scaled_frames(clip: str, size: tuple[int, int], max_frames: int | None = Non
 
 
 def memory_bench(model: str | None, clip: str, tmp: Path, threads: int, seconds=(10, 60),
-                 size=(360, 640), log=print) -> dict:
+                 size=(360, 640), log=print, search: int | None = None) -> dict:
     frames = scaled_frames(clip, size)
     rows = {}
     for s in seconds:
         src = tmp / f"long-{s}s.mp4"
         make_input(src, s, frames)
-        r = cli_rss(model, str(src), tmp, threads)
+        r = cli_rss(model, str(src), tmp, threads, search=search)
         rows[f"{s}s"] = {"seconds": s, **r}
         log(f"  {s:4g} s at {size[1]}x{size[0]}: encode peak RSS {r['encode_rss_mb']:.0f} MB "
             f"({r['encode_wall_s']:.1f} s), decode peak RSS {r['decode_rss_mb']:.0f} MB ({r['decode_wall_s']:.1f} s)")
@@ -155,7 +157,8 @@ class _Timed:
         return out
 
 
-def throughput(model: str | None, clip: str, device: str, tmp: Path) -> dict:
+def throughput(model: str | None, clip: str, device: str, tmp: Path, search: int | None = None) -> dict:
+    """``search``: rounds of token search (None: ``semcodec encode``'s for the model)."""
     from semcodec.bitstream import StreamReader
     from semcodec.codec import Codec, stream_stats
     from semcodec.video import probe
@@ -173,12 +176,12 @@ def throughput(model: str | None, clip: str, device: str, tmp: Path) -> dict:
 
     codec.encode_group = enc_t = _Timed(codec.encode_group, device)
     t0 = time.perf_counter()
-    codec.encode_file(clip, tok, entropy="adaptive")
+    codec.encode_file(clip, tok, entropy="adaptive", search=search)
     enc_s = time.perf_counter() - t0
     del codec.encode_group
 
     t0 = time.perf_counter()                      # streaming latency, measured warm
-    _, groups = codec.iter_encode(clip, info)
+    _, groups = codec.iter_encode(clip, info, search=search)
     next(groups)
     first_group_s = time.perf_counter() - t0
     groups.close()
@@ -198,6 +201,7 @@ def throughput(model: str | None, clip: str, device: str, tmp: Path) -> dict:
 
     st = stream_stats(tok)
     out = {"model": codec.name, "model_hash": codec.content_hash, "device": device,
+           "search_steps": codec.search_steps if search is None else search,
            "threads": torch.get_num_threads(), "clip": Path(clip).name,
            "source": f"{info.width}x{info.height}@{info.fps:g}", "frames": info.frames, "tokens": st["tokens"],
            "load_s": load_s, "encode_s": enc_s, "decode_s": dec_s,
@@ -254,6 +258,8 @@ def main(argv=None) -> dict:
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the 10 s / 60 s peak RSS runs")
     p.add_argument("--memory-seconds", nargs=2, type=float, default=[10, 60])
     p.add_argument("--memory-size", default="640x360", help="W x H of the long inputs")
+    p.add_argument("--search", type=int, default=None,
+                   help="rounds of encoder-side token search [default: semcodec encode's for the model; 0: none]")
     p.add_argument("--json", default="results/speed.json")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -265,15 +271,16 @@ def main(argv=None) -> dict:
         tmp = Path(tmp)
         for m in a.models:
             for d in devices:
-                r = throughput(m, clip, d, tmp)
+                r = throughput(m, clip, d, tmp, a.search)
                 doc["throughput"].append(r)
                 print(f"{r['model']} on {d}: encode {r['encode_fps']:.1f} frames/s ({r['encode_tokens_per_s']:.0f} tokens/s), "
                       f"decode {r['decode_fps']:.1f} frames/s ({r['decode_tokens_per_s']:.0f} tokens/s)")
             name = doc["throughput"][-1]["model"]
-            clip_rss = cli_rss(m, clip, tmp, a.threads)
+            clip_rss = cli_rss(m, clip, tmp, a.threads, search=a.search)
             print(f"{name}: {Path(clip).name} encode peak RSS {clip_rss['encode_rss_mb']:.0f} MB, "
                   f"decode {clip_rss['decode_rss_mb']:.0f} MB")
-            mem = memory_bench(m, clip, tmp, a.threads, tuple(a.memory_seconds), (h, w)) if a.memory else None
+            mem = memory_bench(m, clip, tmp, a.threads, tuple(a.memory_seconds), (h, w), search=a.search) \
+                if a.memory else None
             doc["memory"][name] = {"clip": clip_rss, "long": mem}
     print()
     print(speed_table(doc["throughput"]))

@@ -105,7 +105,7 @@ class TokenSearch:
             raise ValueError(f"search steps must be >= 0 and neighbours >= 1, got {steps}, {neighbours}")
         self.model, self.steps, self.rate_slope, self.start_fraction = model, steps, rate_slope, start_fraction
         self.relax_steps, self.relax_lr = relax_steps, relax_lr
-        with torch.no_grad():
+        with torch.inference_mode(False), torch.no_grad():    # normal tensors, wherever it is built
             codes = model.tokenizer.quantizer.normalized_codebook().detach().float()
             self.codes = codes
             k = min(neighbours + 1, codes.shape[0])           # a code is its own nearest: kept as a choice
@@ -144,7 +144,12 @@ class TokenSearch:
                rate: GroupRate | None = None) -> tuple[np.ndarray, SearchStats]:
         """``frames``: the group, ``T x H x W x 3`` float in [-1, 1] at the model's padded size;
         ``ids``: the encoder's token ids for it; ``scaled``: the picture's part of the frame (the
-        rest is padding, not scored). Returns better ids (int64) and what the search did."""
+        rest is padding, not scored). Returns better ids (int64) and what the search did. Works
+        under ``torch.inference_mode`` too (it leaves it for its own gradients)."""
+        with torch.inference_mode(False):
+            return self._refine(frames.clone(), ids, scaled, rate)
+
+    def _refine(self, frames, ids, scaled, rate):
         dev = self.codes.device
         x = frames[None].to(dev).float()
         grid = self.model.grid_for(tuple(x.shape[2:4]))
@@ -167,7 +172,7 @@ class TokenSearch:
             return v, loss, (rate.bits(idx.cpu().numpy()) if rate is not None else None)
 
         def total(d: float, b: float | None) -> float:         # -PSNR (up to a constant) + rate
-            return db * math.log(d) + (slope * math.log2(b) if slope else 0.0)
+            return db * math.log(max(d, 1e-12)) + (slope * math.log2(max(b, 1.0)) if slope else 0.0)
 
         v, loss, b = evaluate(cur)
         d = d0 = float(loss.detach())
@@ -180,7 +185,7 @@ class TokenSearch:
             g = g[0].float()
             cand = self.neighbours[cur]                                   # N x k
             pred = torch.einsum("nd,nkd->nk", g, self.codes[cand]) - (g * self.codes[cur]).sum(-1, keepdim=True)
-            pred = pred * (db / d)                                        # -> dB
+            pred = pred * (db / max(d, 1e-12))                            # -> dB
             if slope:
                 tab = rate.table(cur.cpu().numpy()).to(dev)
                 pred = pred + slope / (math.log(2) * b) * (tab.gather(1, cand) - tab.gather(1, cur[:, None]))

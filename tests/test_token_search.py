@@ -165,3 +165,14 @@ def test_the_search_is_on_where_bits_have_a_price(s128, tmp_path):
     assert other.context_model is None and other.search_steps == 0
     other.search_steps = 3
     assert other.search_steps == 3
+
+
+def test_search_under_inference_mode(s128, sample):
+    """A caller inside torch.inference_mode still gets searched ids (the search leaves it for its
+    own gradients), the same as outside."""
+    import torch
+    frames, geo, h, ids = first_group(s128, sample)
+    out, _ = TokenSearch(s128.model, steps=2).refine(frames, ids, geo.scaled)
+    with torch.inference_mode():
+        inside, st = TokenSearch(s128.model, steps=2).refine(frames.clone(), ids, geo.scaled)
+    assert st.rounds >= 1 and np.array_equal(out, inside)
