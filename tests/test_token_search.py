@@ -25,7 +25,18 @@ def s128():
 
 def first_group(codec, path):
     """The first group of ``path`` as the encoder sees it: ``T x H x W x 3`` in [-1, 1], its
-    geometry and the encoder's ids."""
+    geometry, the header and the encoder's ids (computed once per module)."""
+    key = (id(codec), str(path))
+    if key not in _GROUPS:
+        _GROUPS[key] = _first_group(codec, path)
+    frames, geo, h, ids = _GROUPS[key]
+    return frames.clone(), geo, h, ids.copy()
+
+
+_GROUPS: dict = {}
+
+
+def _first_group(codec, path):
     info = probe(path)
     src = np.stack(list(iter_frames(path)))
     h = codec._header(info, codec.semantic_fps(None), "context")
@@ -135,6 +146,7 @@ def test_bad_search_in_the_api(s128, sample, tmp_path):
     assert not (tmp_path / "x.bin").exists()
 
 
+@pytest.mark.slow
 def test_relaxation_jumps_further_than_neighbours(s128, sample):
     """relax_steps: the encoder's outputs moved by the decoder's gradient reach codes that are not
     neighbours of the encoder's, and a lower error; with bits priced, the cost never rises."""
