@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -250,8 +251,9 @@ class Codec:
     def _search(self, steps: int | None):
         """The token search of ``steps`` rounds (None: ``search_steps``), or None for none."""
         steps = self.search_steps if steps is None else steps
-        if not isinstance(steps, int) or isinstance(steps, bool) or not 0 <= steps <= MAX_SEARCH_STEPS:
+        if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or not 0 <= steps <= MAX_SEARCH_STEPS:
             raise CodecError(f"search steps must be a whole number in 0..{MAX_SEARCH_STEPS}, got {steps!r}")
+        steps = int(steps)
         if not steps or self.renderer is not None or not searchable(self.model):
             return None
         key = (steps, tuple(sorted(self.search_options.items())))
