@@ -89,8 +89,8 @@ BACKBONE_HELP = ("local folder of the pretrained backbone, for models whose feat
                    "it, the video coded again at a lower rate until it does")
 @click.option("--search", type=click.IntRange(0, MAX_SEARCH_STEPS), default=None,
               help="rounds of token search per group: ids chosen for what the decoder draws from them, at the "
-                   "context model's cost in bits (0: the encoder's nearest codes, about 30x faster) [default: 12 where the model ships a context model, "
-                   "as s128 does, else 0]")
+                   "context model's cost in bits (0: the encoder's nearest codes, about 30x faster) "
+                   "[default: 12 where the model ships a context model, as s128 does, else 0]")
 @click.option("--device", default=None, help="torch device [default: cuda if available, else cpu]")
 @click.option("--backbone", default=None, help=BACKBONE_HELP)
 def encode(src, dst, model, entropy, fps, max_kbps, search, device, backbone):

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .bitstream import BitstreamError, GroupRecord, StreamHeader, StreamReader, StreamWriter
+from .bitstream.container import links_to_previous
 from .bitstream.entropy import DEFAULT_LINK, digest_matches
 from .checkpoint import Checkpoint, ModelIdentity
 from .errors import OutputError, SemcodecError
@@ -268,14 +269,12 @@ class Codec:
         h = header
         geo = Geometry((h.src_height, h.src_width), (h.scaled_height, h.scaled_width), (h.padded_height, h.padded_width))
         finder = self._search(search)
-        layout, link_every = None, 0
+        layout = None
         if finder is not None and self.context_model is not None:
             # bits as the context model counts them, whatever the stream's entropy mode: the ids
             # are then the same in every mode
-            p = self.entropy_params(h, "context")
-            layout = self.context_model.layout(p["iframe_rows"], p["pframe_rows"], h.iframe_tokens, h.pframe_tokens,
-                                               h.group, h.overlap)
-            link_every = h.entropy_params.get("link", DEFAULT_LINK)
+            layout = self.context_model.layout_for(h, self.entropy_params(h, "context"))
+            link = h.entropy_params.get("link", DEFAULT_LINK)
         prev = None
         buf: dict[int, torch.Tensor] = {}
         j = 0
@@ -287,7 +286,7 @@ class Codec:
             ids = self.encode_group(clip)
             if finder is not None:
                 rate = None if layout is None else \
-                    GroupRate(self.context_model, layout, g.valid, prev if link_every and g.index % link_every else None)
+                    GroupRate(self.context_model, layout, g.valid, prev if links_to_previous(link, g.index) else None)
                 ids, _ = finder.refine(clip, ids, geo.scaled, rate)
                 prev = layout.split(ids, g.valid) if layout is not None else None
             yield GroupRecord(g.index, g.start, g.valid, ids)

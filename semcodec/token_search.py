@@ -64,13 +64,22 @@ class GroupRate:
 
     def __init__(self, context, layout, valid: int, link: list[np.ndarray] | None):
         self.context, self.layout, self.valid, self.link = context, layout, valid, link
+        self._last: tuple[bytes, list] | None = None     # the ids last priced: a kept trial's, next asked for its table
 
-    def _rows(self, ids: np.ndarray):
-        frames = self.layout.split(np.asarray(ids, dtype=np.int64), self.valid)
+    def _rows(self, ids: np.ndarray) -> list:
+        """``(slots, probability rows)`` per coding pass of ``ids``."""
+        ids = np.asarray(ids, dtype=np.int64)
+        key = ids.tobytes()
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
+        frames = self.layout.split(ids, self.valid)
         offset = np.cumsum([0] + [f.size for f in frames])
+        rows = []
         for f, rr, cc in self.layout.order(self.valid):
             taps, flags = self.layout.taps(frames, f, rr, cc, self.link)
-            yield offset[f] + rr * frames[f].shape[1] + cc, self.context.probabilities(taps, flags)
+            rows.append((offset[f] + rr * frames[f].shape[1] + cc, self.context.probabilities(taps, flags)))
+        self._last = key, rows
+        return rows
 
     def table(self, ids: np.ndarray) -> torch.Tensor:
         out = np.empty((len(ids), self.context.codebook_size), dtype=np.float32)

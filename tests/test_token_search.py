@@ -80,9 +80,8 @@ def test_group_rate_counts_the_bits_the_context_coder_spends(s128, sample):
     table against bits of single tokens."""
     from semcodec.bitstream.context import ContextCoder
     frames, geo, h, ids = first_group(s128, sample)
-    p = s128.entropy_params(h, "context")
     ctx = s128.context_model
-    layout = ctx.layout(p["iframe_rows"], p["pframe_rows"], h.iframe_tokens, h.pframe_tokens, h.group, h.overlap)
+    layout = ctx.layout_for(h)
     rate = GroupRate(ctx, layout, len(frames), None)
     payload = ContextCoder(ctx, layout).encode(ids, len(frames), None)
     bits = rate.bits(ids)
@@ -96,9 +95,8 @@ def test_rate_slope_trades_error_for_bits(s128, sample):
     """A steep slope (bits dear) keeps the group's bits at or below the encoder's; the cost the
     search minimises never rises."""
     frames, geo, h, ids = first_group(s128, sample)
-    p = s128.entropy_params(h, "context")
     ctx = s128.context_model
-    layout = ctx.layout(p["iframe_rows"], p["pframe_rows"], h.iframe_tokens, h.pframe_tokens, h.group, h.overlap)
+    layout = ctx.layout_for(h)
     rate = GroupRate(ctx, layout, len(frames), None)
     for slope in (1.5, 50.0):
         found, st = TokenSearch(s128.model, steps=3, rate_slope=slope).refine(frames, ids, geo.scaled, rate)
@@ -156,9 +154,8 @@ def test_relaxation_jumps_further_than_neighbours(s128, sample):
     assert st.mse_after < st.mse_before
     assert group_error(s128, frames, found, geo) < group_error(s128, frames, ids, geo)
     assert any(b not in search.neighbours[a].tolist() for a, b in zip(ids, found) if a != b)
-    p = s128.entropy_params(h, "context")
     ctx = s128.context_model
-    layout = ctx.layout(p["iframe_rows"], p["pframe_rows"], h.iframe_tokens, h.pframe_tokens, h.group, h.overlap)
+    layout = ctx.layout_for(h)
     rate = GroupRate(ctx, layout, len(frames), None)
     _, st = TokenSearch(s128.model, steps=0, relax_steps=6).refine(frames, ids, geo.scaled, rate)
     cost = lambda d, b: 10 * np.log10(d) + 0.5 * np.log2(b)        # noqa: E731

@@ -88,7 +88,12 @@ def _token_bytes(tokens: np.ndarray) -> bytes:
 
 def _linked(h: StreamHeader, i: int) -> bool:
     """Whether group ``i`` is coded with the previous group's tokens (context mode, ``link``)."""
-    link = h.entropy_params.get("link", 0) if h.entropy_mode == "context" else 0
+    return links_to_previous(h.entropy_params.get("link", 0) if h.entropy_mode == "context" else 0, i)
+
+
+def links_to_previous(link: int, i: int) -> bool:
+    """The link rule: with ``link`` > 0, every group but each ``link``-th one is coded with the
+    previous group's tokens (a chain restarts at groups 0, link, 2 link, ...)."""
     return link > 0 and i % link != 0
 
 
@@ -160,9 +165,7 @@ class StreamWriter:
         self._context = None
         if h.entropy_mode == "context":
             from .context import ContextCoder
-            p = h.entropy_params
-            self._layout = context.layout(p["iframe_rows"], p["pframe_rows"], h.iframe_tokens,
-                                          h.pframe_tokens, h.group, h.overlap)
+            self._layout = context.layout_for(h)
             self._context = ContextCoder(context, self._layout)
             self._coder = None
         else:
@@ -417,9 +420,7 @@ class StreamReader:
                 f"{name} was coded with a different context model than the one given (context "
                 f"{p['context_sha256'][:16]} in the file, {context.hash[:16]} given); decode it with "
                 f"the model it was made with: {h.model_name} {h.model_hash[:16]}")
-        layout = context.layout(p["iframe_rows"], p["pframe_rows"], h.iframe_tokens, h.pframe_tokens,
-                                h.group, h.overlap)
-        self._context = ContextCoder(context, layout)
+        self._context = ContextCoder(context, context.layout_for(h))
 
     def _open_index_v1(self) -> None:
         f, name, size = self._f, self._name, self.size

@@ -282,6 +282,13 @@ class ContextModel:
         return GroupLayout.for_stream(iframe_rows, pframe_rows, iframe_tokens, pframe_tokens, group, overlap,
                                       self.config["iframe_passes"], self.config["pframe_passes"])
 
+    def layout_for(self, header, params: dict | None = None) -> GroupLayout:
+        """The layout of a stream's groups: its header's GOP and token counts, the lattice rows of
+        ``params`` (default: the header's entropy parameters)."""
+        p = header.entropy_params if params is None else params
+        return self.layout(p["iframe_rows"], p["pframe_rows"], header.iframe_tokens, header.pframe_tokens,
+                           header.group, header.overlap)
+
     def _check(self) -> None:
         t, c = self.tensors, self.config
         for key in ("model_hash", "patch", "iframe_passes", "pframe_passes"):
