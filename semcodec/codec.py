@@ -38,8 +38,8 @@ from .gop import CrossFader, GopPlan, Group
 from .limits import (MAX_OUTPUT_PIXELS_PER_BYTE, MAX_SEARCH_STEPS, MAX_SEMANTIC_FPS, MIN_SEMANTIC_FPS, LimitError,
                      check_semantic_fps, check_source)
 from .stream import TokenStream, stream_stats  # noqa: F401  (stream_stats: where it used to live)
-from .token_search import DEFAULT_STEPS, GroupRate, TokenSearch, searchable
-from .video import (Geometry, VideoInfo, VideoWriter, from_model, iter_semantic_frames, probe, semantic_frame_count,
+from .token_search import DEFAULT_STEPS, SHOWN_PER_INTERVAL, GroupRate, ShownFrames, TokenSearch, searchable
+from .video import (Geometry, VideoInfo, VideoWriter, from_model, iter_source_frames, probe, semantic_frame_count,
                     semantic_source_index, to_model)
 from .zoo import load_model, model_file, operating_point, shipped_models
 
@@ -262,10 +262,14 @@ class Codec:
             self._token_search = key, TokenSearch(self.model, steps, **self.search_options)
         return self._token_search[1]
 
-    def _coded_groups(self, header: StreamHeader, frames: Iterator[np.ndarray],
-                      search: int | None = 0) -> Iterator[GroupRecord]:
-        """Semantic frames (``H x W x 3`` uint8, in order) -> one coded group at a time (each one's
-        ids searched for ``search`` rounds, :mod:`semcodec.token_search`; None: ``search_steps``)."""
+    def _coded_groups(self, header: StreamHeader, source: Iterator[tuple[np.ndarray, int]],
+                      search: int | None = 0, in_step: bool = True) -> Iterator[GroupRecord]:
+        """Source frames (``H x W x 3`` uint8, in order, each with the count of semantic frames it
+        supplies: :func:`~semcodec.video.iter_source_frames`) -> one coded group at a time. Each
+        group's ids are searched for ``search`` rounds (:mod:`semcodec.token_search`; None:
+        ``search_steps``) against the source frames its decode is shown as, where the source's
+        frames are ``in_step`` with the decoder's (a variable frame rate is not: the search then
+        scores the semantic frames alone)."""
         h = header
         geo = Geometry((h.src_height, h.src_width), (h.scaled_height, h.scaled_width), (h.padded_height, h.padded_width))
         finder = self._search(search)
@@ -275,23 +279,56 @@ class Codec:
             # are then the same in every mode
             layout = self.context_model.layout_for(h, self.entropy_params(h, "context"))
             link = h.entropy_params.get("link", DEFAULT_LINK)
-        prev = None
-        buf: dict[int, torch.Tensor] = {}
-        j = 0
-        for g in GopPlan(h.semantic_frames, h.group, h.overlap):
-            while j < g.stop:
-                buf[j] = to_model(next(frames)[None], geo)[0]
-                j += 1
-            clip = torch.stack([buf[k] for k in range(g.start, g.stop)])
+        plan = GopPlan(h.semantic_frames, h.group, h.overlap)
+        k = h.semantic_fps / h.src_fps
+        per_interval = SHOWN_PER_INTERVAL * k           # at most that many source frames scored per semantic frame
+        prev, before = None, {}
+        buf: dict[int, torch.Tensor] = {}               # semantic frames by index
+        shown: dict[int, torch.Tensor] = {}             # source frames by index, where the search scores them
+        j = i = 0
+        ended = False
+
+        def read() -> None:
+            nonlocal i, j, ended
+            try:
+                frame, uses = next(source)
+            except StopIteration:
+                ended = True
+                return
+            if uses or (finder is not None and in_step and (i == 0 or math.floor(i * per_interval) != math.floor((i - 1) * per_interval))):
+                m = to_model(frame[None], geo)[0]
+                for _ in range(uses):
+                    buf[j] = m
+                    j += 1
+                if finder is not None and in_step:
+                    shown[i] = m
+            i += 1
+
+        for g in plan:
+            while j < g.stop and not ended:
+                read()
+            if j < g.stop:
+                raise CodecError(f"the video ended at semantic frame {j}, the header needs {h.semantic_frames}")
+            clip = torch.stack([buf[n] for n in range(g.start, g.stop)])
             ids = self.encode_group(clip)
             if finder is not None:
+                last = g.index == len(plan) - 1
+                while in_step and not ended and (last or (i - 1) * k <= g.stop - 1):   # every source frame it shows
+                    read()
                 rate = None if layout is None else \
                     GroupRate(self.context_model, layout, g.valid, prev if links_to_previous(link, g.index) else None)
-                ids, _ = finder.refine(clip, ids, geo.scaled, rate)
+                target = ShownFrames.for_group(g, len(plan), h.overlap, h.semantic_frames, k, shown, before) \
+                    if in_step else None
+                ids, _ = finder.refine(clip, ids, geo.scaled, rate, target)
                 prev = layout.split(ids, g.valid) if layout is not None else None
+                nxt = g.start + h.group - h.overlap
+                before = {} if last or not h.overlap or not in_step else \
+                    {n: f for n, f in zip(range(g.start, g.stop), self.decode_group(ids, geo.padded)) if n >= nxt}
+                for n in [n for n in shown if math.floor(n * k) < nxt]:
+                    del shown[n]
             yield GroupRecord(g.index, g.start, g.valid, ids)
-            for k in [k for k in buf if k < g.start + h.group - h.overlap]:
-                del buf[k]
+            for n in [n for n in buf if n < g.start + h.group - h.overlap]:
+                del buf[n]
 
     def iter_encode(self, src, info: VideoInfo | None = None, fps: float | None = None,
                     entropy: str | None = None, search: int | None = None) -> tuple[StreamHeader, Iterator[GroupRecord]]:
@@ -302,7 +339,8 @@ class Codec:
         self._search(search)
         info = info or probe(src)
         header = self._header(info, self.semantic_fps(fps), entropy)
-        return header, self._coded_groups(header, iter_semantic_frames(src, info, header.semantic_fps), search)
+        return header, self._coded_groups(header, iter_source_frames(src, info, header.semantic_fps), search,
+                                           in_step=not info.variable)
 
     def encode(self, frames, fps: float, semantic_fps: float | None = None,
                entropy: str | None = None, search: int | None = None) -> TokenStream:
@@ -323,9 +361,10 @@ class Codec:
             raise CodecError(f"frames of {W}x{H} at {fps:g} fps: {e}") from None
         info = VideoInfo(W, H, float(fps), T, T / float(fps))
         header = self._header(info, self.semantic_fps(semantic_fps), entropy)
-        picks = (frames[semantic_source_index(j, info.fps, header.semantic_fps, T)]
-                 for j in range(header.semantic_frames))
-        return TokenStream(header, list(self._coded_groups(header, picks, search)), prior=self.prior,
+        uses = np.bincount([semantic_source_index(j, info.fps, header.semantic_fps, T) for j in range(header.semantic_frames)],
+                           minlength=T)
+        source = ((frames[n], int(uses[n])) for n in range(T))
+        return TokenStream(header, list(self._coded_groups(header, source, search)), prior=self.prior,
                            context=self.context_model)
 
     def encode_file(self, src, dst, entropy: str | None = None, progress: Progress | None = None,

@@ -165,39 +165,47 @@ def semantic_source_index(j: int, src_fps: float, fps: float, n_source: int) -> 
 
 def iter_semantic_frames(path, info: VideoInfo, fps: float) -> Iterator[np.ndarray]:
     """The source frames nearest to times j / fps, j = 0 .. semantic_frame_count - 1."""
-    if info.variable:
-        yield from _semantic_by_time(path, info, fps)
-        return
-    n_sem = semantic_frame_count(info.frames, info.fps, fps)
-    want = [semantic_source_index(j, info.fps, fps, info.frames) for j in range(n_sem)]
-    j, last = 0, None
-    for i, frame in enumerate(iter_frames(path)):
-        last = frame
-        while j < n_sem and want[j] == i:
+    n_sem, j = semantic_frame_count(info.frames, info.fps, fps), 0
+    for frame, uses in iter_source_frames(path, info, fps):
+        for _ in range(min(uses, n_sem - j)):
             yield frame
             j += 1
         if j == n_sem:
             return
-    while j < n_sem and last is not None:        # the container over-reported its frame count
-        yield last
-        j += 1
 
 
-def _semantic_by_time(path, info: VideoInfo, fps: float) -> Iterator[np.ndarray]:
-    """A variable frame rate: semantic frame j is the frame whose timestamp is nearest j / fps."""
+def iter_source_frames(path, info: VideoInfo, fps: float) -> Iterator[tuple[np.ndarray, int]]:
+    """Every source frame in order, with how many semantic frames (``iter_semantic_frames``) it
+    supplies: the frames nearest to times j / fps. A container that over-reported its frame count
+    has its last frame supply the rest."""
     n_sem = semantic_frame_count(info.frames, info.fps, fps)
-    j, t0, prev = 0, None, None
-    for t, frame in iter_timed_frames(path):
-        t0 = t if t0 is None else t0
-        if prev is not None and t is not None:
-            mid = (prev[0] + t) / 2 - t0          # prev is nearer than this frame before mid
-            while j < n_sem and j / fps < mid:
-                yield prev[1]
-                j += 1
-        prev = (t if t is not None else (prev[0] if prev else 0.0), frame)
-    while j < n_sem and prev is not None:
-        yield prev[1]
-        j += 1
+    pending, j = None, 0                  # a frame's uses are known for sure once the next one came
+    if info.variable:
+        t0, t_prev = None, 0.0
+        for t, frame in iter_timed_frames(path):
+            t0 = t if t0 is None else t0
+            if pending is not None:
+                uses = 0
+                if t is not None:
+                    mid = (t_prev + t) / 2 - t0          # the previous frame is nearer before mid
+                    while j < n_sem and j / fps < mid:
+                        uses, j = uses + 1, j + 1
+                yield pending, uses
+            pending, t_prev = frame, (t if t is not None else t_prev)
+    else:
+        want = [semantic_source_index(k, info.fps, fps, info.frames) for k in range(n_sem)]
+        for i, frame in enumerate(iter_frames(path)):
+            if pending is not None:
+                yield pending, uses
+            uses = 0
+            while j < n_sem and want[j] == i:
+                uses, j = uses + 1, j + 1
+            pending = frame
+        if pending is not None:
+            yield pending, uses + n_sem - j
+        return
+    if pending is not None:
+        yield pending, n_sem - j
 
 
 @dataclass(frozen=True)
