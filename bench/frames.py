@@ -20,20 +20,26 @@ from pathlib import Path
 import numpy as np
 
 
-def pick_points(entry: dict, model: str, fps: float, entropy: str = "context") -> tuple[dict, dict | None]:
+def pick_points(entry: dict, model: str, fps: float, entropy: str = "context",
+                search: int | None = None) -> tuple[dict, dict | None]:
+    """The semcodec point (of the curve searched ``search`` rounds, where the results hold curves
+    per search setting: ``bench.rd --search``) and the best anchor at an equal or lower rate."""
     sem = [r for r in entry["results"] if r["family"] == "semcodec" and r.get("entropy") == entropy
            and r["model"] == model and abs(r.get("semantic_fps", fps) - fps) < 1e-6]
+    if search is not None and any("-search" in r.get("codec", "") for r in sem):
+        sem = [r for r in sem if f"-search{search}@" in r.get("codec", "")]
     if not sem:
-        raise SystemExit(f"error: no {entropy} point of model '{model}' at {fps:g} fps in the results")
+        raise SystemExit(f"error: no {entropy} point of model '{model}' at {fps:g} fps"
+                         + (f" searched {search} rounds" if search is not None else "") + " in the results")
     s = sem[0]
     ok = [r for r in entry["results"] if r.get("anchor") and r["bitrate_kbps"] <= s["bitrate_kbps"]]
     return s, max(ok, key=lambda r: r["psnr_128"]) if ok else None
 
 
-def semcodec_frames(codec, clip: str, fps: float, tmp: Path) -> np.ndarray:
+def semcodec_frames(codec, clip: str, fps: float, tmp: Path, search: int | None = None) -> np.ndarray:
     from bench.rd import read_frames
     bin_, mp4 = tmp / "t.bin", tmp / "r.mp4"
-    codec.encode_file(clip, bin_, entropy="adaptive", fps=fps)      # the same tokens as any mode
+    codec.encode_file(clip, bin_, entropy="adaptive", fps=fps, search=search)      # the same tokens as any mode
     codec.decode_file(bin_, mp4)
     return read_frames(mp4)
 
@@ -86,6 +92,7 @@ def main(argv=None) -> list[str]:
     p.add_argument("--model-path", default=None, help="where to load it from [default: the shipped model]")
     p.add_argument("--fps", type=float, default=None, help="semantic fps of the semcodec point [default: the model's]")
     p.add_argument("--entropy", default="context", help="entropy mode of the semcodec point [context]")
+    p.add_argument("--search", type=int, default=None, help="rounds of token search [default: semcodec encode's]")
     p.add_argument("--frames", type=int, default=3, help="frames per clip, spread over the clip")
     p.add_argument("--clips", nargs="*", default=None, help="clip names of the results [default: all]")
     p.add_argument("--out", default="docs/frames")
@@ -104,11 +111,12 @@ def main(argv=None) -> list[str]:
         clip = entry["source"]["file"]
         src = read_frames(clip, entry["source"]["frames"])
         src_fps = probe(clip).fps
-        s, anchor = pick_points(entry, a.model, fps, a.entropy)
+        search = codec.search_steps if a.search is None else a.search
+        s, anchor = pick_points(entry, a.model, fps, a.entropy, search)
         with tempfile.TemporaryDirectory() as tmp:
             cols = [("source", src),
                     (f"semcodec {a.model} @{fps:g} fps\n{s['bitrate_kbps']:.2f} kbit/s, {s['psnr_128']:.2f} dB",
-                     semcodec_frames(codec, clip, fps, Path(tmp)))]
+                     semcodec_frames(codec, clip, fps, Path(tmp), search))]
             if anchor:
                 pr = anchor["params"]
                 cols.append((f"{anchor['codec']} {pr['fps']:g} fps crf {pr['crf']}\n"

@@ -401,9 +401,9 @@ def summary(name: str, entry: dict) -> str:
             series.setdefault(r["codec"], []).append(r)
     series = {k: envelope(v) if v[0].get("anchor") else v for k, v in series.items()}
     lines = [f"{name}: classic codecs at semcodec's bitrate (PSNR@128 / SSIM@128, interpolated in log rate)"]
-    best: dict[tuple, dict] = {}          # per model and frame rate: its cheapest entropy mode (the same tokens)
+    best: dict[str, dict] = {}            # per curve and frame rate: its cheapest entropy mode (the same tokens)
     for r in (r for r in rows if r["family"] == "semcodec"):
-        k = (r["model_hash"], r["semantic_fps"])
+        k = r["codec"].rsplit("-", 1)[0]  # the label less its entropy mode: model (and search) @ rate
         if k not in best or r["bitrate_kbps"] < best[k]["bitrate_kbps"]:
             best[k] = r
     for r in best.values():

@@ -70,6 +70,14 @@ def test_frames_pick_the_semcodec_point_and_the_best_anchor_within_its_rate():
     assert pick_points(entry, "s128", 4.0)[1] is None                     # no anchor that low
     with pytest.raises(SystemExit, match="^error: no context point of model 's128' at 2 fps in the results$"):
         pick_points(entry, "s128", 2.0)
+    # curves per search setting (bench.rd --search 0 12): the one asked for
+    for r, n in zip(entry["results"][:3], (0, 0, 0)):
+        r["codec"] = f"semcodec-s128-search{n}@{r['semantic_fps']:g}fps-{r['entropy']}"
+    entry["results"].append({**sem(8.0, "context", 8.8), "codec": "semcodec-s128-search12@8fps-context", "psnr_128": 21.9})
+    assert pick_points(entry, "s128", 8.0, "context", 12)[0]["bitrate_kbps"] == 8.8
+    assert pick_points(entry, "s128", 8.0, "context", 0)[0]["bitrate_kbps"] == 8.5
+    with pytest.raises(SystemExit, match="^error: no context point of model 's128' at 4 fps searched 12 rounds in the results$"):
+        pick_points(entry, "s128", 4.0, "context", 12)
 
 
 def test_token_budget_landiff_and_others():
@@ -230,3 +238,20 @@ def test_world_iframes_probe_chain(tmp_path):
     assert q["psnr_at_start"] is not None and 5 < q["test_psnr"] < 60
     assert set(json.loads(out.read_text())["variants"]) == {"c", "q"}
     assert (tmp_path / "q.png").stat().st_size > 1000
+
+
+def test_summary_lists_every_semcodec_curve_at_its_cheapest_mode():
+    """Two curves of one model (search 0 and 12) at the same rate are two lines, each in its
+    cheaper entropy mode, against a classic series interpolated in log rate."""
+    from bench import rd
+
+    def sem(label, mode, kbps, psnr):
+        return {"family": "semcodec", "codec": f"semcodec-s128-{label}@8fps-{mode}", "model_hash": "h",
+                "semantic_fps": 8.0, "bitrate_kbps": kbps, "psnr_128": psnr, "ssim_128": 0.5}
+    rows = [sem("search0", "adaptive", 12.0, 21.4), sem("search0", "context", 8.5, 21.4),
+            sem("search12", "adaptive", 12.5, 21.9), sem("search12", "context", 8.8, 21.9),
+            {"family": "classic", "codec": "libx265-128p", "bitrate_kbps": 4.0, "psnr_128": 20.0, "ssim_128": 0.6},
+            {"family": "classic", "codec": "libx265-128p", "bitrate_kbps": 16.0, "psnr_128": 24.0, "ssim_128": 0.8}]
+    lines = rd.summary("bikes", {"results": rows}).splitlines()[1:]
+    assert [ln.split()[0] for ln in lines] == ["semcodec-s128-search0@8fps-context", "semcodec-s128-search12@8fps-context"]
+    assert lines[0].endswith("libx265-128p: 22.17 dB / 0.7087")       # 20 + 4 log(8.5 / 4) / log(16 / 4)
