@@ -76,8 +76,9 @@ def exit_after_torchrun(status: int = 0) -> int:
 # ------------------------------------------------------------------ data
 class Batches:
     def __init__(self, sources, weights, cfg: CodecConfig, widths, batch: int, seed: int, group_frames=None,
-                 fps_choices=None):
+                 fps_choices=None, ratio: int = 1):
         self.sources, self.cfg, self.widths, self.batch, self.seed = sources, cfg, widths, batch, seed
+        self.ratio = max(1, ratio)          # frames drawn per semantic frame (--shown-ratio)
         self.group_frames = group_frames or [cfg.group]
         self.fps_choices = fps_choices or [cfg.fps]
         if any(not 1 <= t <= cfg.group for t in self.group_frames):
@@ -88,7 +89,9 @@ class Batches:
         self.p = w / w.sum()
 
     def __call__(self, step: int, rank: int) -> torch.Tensor:
-        """Batch of ``step`` for ``rank``: ``B x T x H x W x 3`` float in [-1, 1]."""
+        """Batch of ``step`` for ``rank``: ``B x T x H x W x 3`` float in [-1, 1]; with a ``ratio``
+        r > 1, ``B x ((T - 1) r + 1) x H x W x 3`` at r times the semantic rate (every r-th frame
+        is a semantic frame)."""
         shared = np.random.default_rng([self.seed, step])          # the same on every rank
         width = self.widths[shared.integers(len(self.widths))]
         frames = self.group_frames[shared.integers(len(self.group_frames))]
@@ -97,7 +100,8 @@ class Batches:
         n = max(1, self.batch * self.cfg.group // frames)
         rng = np.random.default_rng([self.seed, step, rank, 1])
         size = (self.cfg.short_side, width)
-        clips = [self.sources[rng.choice(len(self.sources), p=self.p)].sample(rng, frames, size, fps)
+        r = self.ratio
+        clips = [self.sources[rng.choice(len(self.sources), p=self.p)].sample(rng, (frames - 1) * r + 1, size, fps * r)
                  for _ in range(n)]
         return torch.from_numpy(np.stack(clips)).float() / 127.5 - 1
 
@@ -161,6 +165,19 @@ def _load_optim(opt: torch.optim.Optimizer, path: Path) -> None:
         pid, k = key.split(".", 1)
         state.setdefault(int(pid), {})[k] = v
     opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def shown_blend(frames: int, ratio: int) -> torch.Tensor:
+    """``((frames - 1) ratio + 1) x frames``: each shown frame as the decoder blends it from the two
+    semantic frames around it (linearly, as ``Codec`` decodes)."""
+    m = (frames - 1) * ratio + 1
+    a = torch.zeros(m, frames)
+    for i in range(m):
+        j, w = divmod(i, ratio)
+        a[i, j] += 1 - w / ratio
+        if w:
+            a[i, j + 1] += w / ratio
+    return a
 
 
 def gradient_loss(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -348,7 +365,7 @@ def train(args: TrainConfig) -> Path:
     from .data.sources import make_sources
     batches = Batches(make_sources(args.data, cfg.fps), args.weights or None, cfg, list(args.widths) or
                       [cfg.frame_size[1]], args.batch, args.seed, list(args.group_frames) or None,
-                      list(args.fps_choices) or None)
+                      list(args.fps_choices) or None, args.shown_ratio)
     out.mkdir(parents=True, exist_ok=True)         # after the sources are read: a typo leaves no folder
 
     torch.manual_seed(args.seed)
@@ -356,6 +373,9 @@ def train(args: TrainConfig) -> Path:
     model.tokenizer.set_attention_backend("auto")
     if args.decoder_only:
         freeze_encoder(model)
+    if batches.ratio > 1 and not (model.features.can_render and model.features.trainable):
+        from .errors import ConfigError
+        raise ConfigError("--shown-ratio needs a model whose head draws pixels")
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr,
                             weight_decay=args.weight_decay, betas=(0.9, 0.99))
     step = 0
@@ -397,9 +417,16 @@ def train(args: TrainConfig) -> Path:
         for g in opt.param_groups:
             g["lr"] = lr
         x = batches(step, rank).to(dev)
+        shown = None
+        if batches.ratio > 1:
+            shown, x = x, x[:, ::batches.ratio]
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
             o = ddp(x)
-        loss = args.recon_weight * o["recon_loss"] + args.commit_weight * o["commit_loss"]
+        recon = o["recon_loss"]
+        if shown is not None:       # the frames as shown: the decoded ones blended to every drawn frame
+            mix = shown_blend(x.shape[1], batches.ratio).to(dev)
+            recon = F.mse_loss(torch.einsum("st,bthwc->bshwc", mix, o["video"].float()), shown.float())
+        loss = args.recon_weight * recon + args.commit_weight * o["commit_loss"]
         if "flow_loss" in o:        # pframe_warp: the decoder's flow against the measured one
             loss = loss + FLOW_WEIGHT * o["flow_loss"]
         if args.grad_weight and "video" in o:

@@ -52,6 +52,9 @@ class TrainConfig:
                               "encoder and codebook stay as --init has them, so the token ids, and every stream "
                               "and entropy model made with them, stay valid (the run's final weights are float16: start from "
                               "float16 weights, an export, for them to stay bit for bit)")
+    shown_ratio: int = _opt(0, "also score the frames between the semantic ones, as the decoder shows them: "
+                            "clips drawn at this many times the semantic rate, the model fed every one of "
+                            "that many, its output blended linearly to all of them (0: the semantic frames alone)", int)
     warmup: int = _opt(0, "linear warm-up steps", int)
     weight_decay: float = _opt(0.01, "AdamW weight decay", float)
     grad_weight: float = _opt(0.0, "weight of a loss on pixel differences (edges) besides the MSE (0: none)", float)
@@ -123,6 +126,8 @@ class TrainConfig:
             bad("weights", "must be >= 0 with a positive sum")
         if any(w < 16 for w in self.widths):
             bad("widths", f"must be at least 16 pixels, got {min(self.widths)}")
+        if not 0 <= self.shown_ratio <= 16:
+            bad("shown_ratio", f"must be in 0..16, got {self.shown_ratio}")
         if any(t < 1 for t in self.group_frames):
             bad("group_frames", f"must be at least 1, got {min(self.group_frames)}")
         if self.schedule not in ("constant", "cosine"):

@@ -157,6 +157,22 @@ def test_refine_stage_grown_from_a_model_without_it_draws_the_same_picture(tmp_p
         cfg.replace(features="pixels", refine_channels=8)
 
 
+def test_shown_frames_in_training():
+    """--shown-ratio r: clips drawn at r x the semantic rate, (T - 1) r + 1 frames, every r-th the
+    model's; its output blended linearly to all of them, as the codec decodes."""
+    import semcodec
+    from semcodec.data.sources import make_sources
+    from semcodec.train import Batches, shown_blend
+    a = shown_blend(3, 3)
+    assert a.shape == (7, 3) and torch.allclose(a.sum(1), torch.ones(7))
+    assert torch.equal(a[::3], torch.eye(3))
+    assert torch.allclose(a[1], torch.tensor([2 / 3, 1 / 3, 0])) and torch.allclose(a[5], torch.tensor([0, 1 / 3, 2 / 3]))
+    cfg = semcodec.get_preset("tiny")
+    b = Batches(make_sources(["synth"], cfg.fps), None, cfg, [48], 2, 0, ratio=3)
+    x = b(0, 0)
+    assert x.shape[1] == (cfg.group - 1) * 3 + 1 and x.dtype == torch.float32
+
+
 def test_decoder_only_training_keeps_the_tokens_and_hands_on_the_context_model(tmp_path, capsys):
     """--decoder-only: the stem, encoder and codebook stay bit for bit, the decoder learns, so the
     new model makes the old one's tokens; `context_train rebind` then gives it the old model's
@@ -172,7 +188,7 @@ def test_decoder_only_training_keeps_the_tokens_and_hands_on_the_context_model(t
     out = tmp_path / "dec"
     r = subprocess.run([sys.executable, "-m", "semcodec.train", "--out", str(out), "--preset", "tiny", "--data",
                         "synth", "--steps", "6", "--lr", "1e-3", "--reseed-every", "2", "--threads", "1",
-                        "--init", str(old), "--decoder-only", "--config", '{"refine_channels": 8}'],
+                        "--init", str(old), "--decoder-only", "--config", '{"refine_channels": 8}', "--shown-ratio", "2"],
                        env=_env(), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     a, b = load_checkpoint(old), load_checkpoint(out / "final.safetensors")
@@ -291,6 +307,7 @@ def test_train_and_export_commands_parse_and_refuse_in_the_cli_format(capsys, tm
         (base + ["--data", "synth", "--config", '{"nope": 1}'], 1,
          "error: --config must be a JSON object of CodecConfig fields; unknown: ['nope']"),
         (base + ["--data", "synth", "--steps", "0"], 1, "error: --steps must be at least 1, got 0"),
+        (base + ["--data", "synth", "--shown-ratio", "17"], 1, "error: --shown-ratio must be in 0..16, got 17"),
         (base + ["--data", "synth", "--decoder-only"], 1,
          "error: --decoder-only needs --init: the trained model whose encoder it keeps"),
         (base + ["--data", "synth", "--decoder-only", "--init", "m.safetensors", "--continuous-steps", "5"], 1,
