@@ -45,7 +45,7 @@ import torch.nn.functional as F
 DEFAULT_STEPS = 12
 DEFAULT_NEIGHBOURS = 8
 DEFAULT_RATE_SLOPE = 0.5
-SHOWN_PER_INTERVAL = 4          # source frames scored per semantic frame, at most (a 240 fps source: 30 of each 4)
+SHOWN_PER_INTERVAL = 4          # source frames scored per semantic frame, at most (240 fps at 8 semantic fps: 4 of every 30)
 
 
 @dataclass
