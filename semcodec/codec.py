@@ -39,8 +39,8 @@ from .limits import (MAX_OUTPUT_PIXELS_PER_BYTE, MAX_SEARCH_STEPS, MAX_SEMANTIC_
                      check_semantic_fps, check_source)
 from .stream import TokenStream, stream_stats  # noqa: F401  (stream_stats: where it used to live)
 from .token_search import DEFAULT_STEPS, SHOWN_PER_INTERVAL, GroupRate, ShownFrames, TokenSearch, searchable
-from .video import (Geometry, VideoInfo, VideoWriter, from_model, iter_source_frames, probe, semantic_frame_count,
-                    semantic_source_index, to_model)
+from .video import (Geometry, VideoInfo, VideoWriter, blend_at, from_model, iter_source_frames, probe,
+                    semantic_frame_count, semantic_uses, to_model)
 from .zoo import load_model, model_file, operating_point, shipped_models
 
 DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
@@ -361,9 +361,8 @@ class Codec:
             raise CodecError(f"frames of {W}x{H} at {fps:g} fps: {e}") from None
         info = VideoInfo(W, H, float(fps), T, T / float(fps))
         header = self._header(info, self.semantic_fps(semantic_fps), entropy)
-        uses = np.bincount([semantic_source_index(j, info.fps, header.semantic_fps, T) for j in range(header.semantic_frames)],
-                           minlength=T)
-        source = ((frames[n], int(uses[n])) for n in range(T))
+        uses = semantic_uses(T, info.fps, header.semantic_fps)
+        source = ((frames[n], uses.get(n, 0)) for n in range(T))
         return TokenStream(header, list(self._coded_groups(header, source, search)), prior=self.prior,
                            context=self.context_model)
 
@@ -543,15 +542,12 @@ class Codec:
         cache: dict[int, np.ndarray] = {}
         sem = semantic_frames()
         for i in range(sp.first, sp.stop):
-            u = i * k
-            a = min(h.semantic_frames - 1, math.floor(u))
-            b = min(h.semantic_frames - 1, a + 1)
+            a, b, w = blend_at(i * k, h.semantic_frames)
             while b not in cache:
                 j, f = next(sem)
                 cache[j] = from_model(torch.from_numpy(f).float()[None], drawn)[0].numpy()
             for j in [j for j in cache if j < a]:
                 del cache[j]
-            w = u - a if b != a else 0.0
             if w == 0:
                 out = np.rint(cache[a])
             else:               # in place: a 4K frame is 100 MB of float32 per temporary

@@ -124,6 +124,7 @@ class ShownFrames:
         index, fixed) and with the group after (taken to draw it as this one does). None when no
         held frame is shown by this group alone."""
         from .gop import fade_weights
+        from .video import blend_at
         fade = fade_weights(g, plan_len, overlap)
         own = np.ones(g.valid)
         for j in range(g.valid):
@@ -131,10 +132,7 @@ class ShownFrames:
                 own[j] = fade[j]
         rows, idx, offs = [], [], []
         for i in sorted(source):
-            u = i * k
-            a = min(semantic_frames - 1, math.floor(u))          # as the decoder blends (Codec._decoded)
-            b = min(semantic_frames - 1, a + 1)
-            w = u - a if b != a else 0.0
+            a, b, w = blend_at(i * k, semantic_frames)             # as the decoder blends
             if not (g.start <= a and b < g.stop):
                 continue
             r = np.zeros(g.valid)

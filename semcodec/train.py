@@ -170,14 +170,14 @@ def _load_optim(opt: torch.optim.Optimizer, path: Path) -> None:
 def shown_blend(frames: int, ratio: int) -> torch.Tensor:
     """``((frames - 1) ratio + 1) x frames``: each shown frame as the decoder blends it from the two
     semantic frames around it (linearly, as ``Codec`` decodes)."""
+    from .video import blend_at
     m = (frames - 1) * ratio + 1
-    a = torch.zeros(m, frames)
+    mix = torch.zeros(m, frames)
     for i in range(m):
-        j, w = divmod(i, ratio)
-        a[i, j] += 1 - w / ratio
-        if w:
-            a[i, j + 1] += w / ratio
-    return a
+        a, b, w = blend_at(i / ratio, frames)
+        mix[i, a] += 1 - w
+        mix[i, b] += w
+    return mix
 
 
 def gradient_loss(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

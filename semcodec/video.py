@@ -163,6 +163,24 @@ def semantic_source_index(j: int, src_fps: float, fps: float, n_source: int) -> 
     return min(n_source - 1, int(round(j * src_fps / fps)))
 
 
+def semantic_uses(n_source: int, src_fps: float, fps: float) -> dict[int, int]:
+    """Source frame number -> how many semantic frames it supplies (the nearest to times j / fps;
+    frames absent supply none). Sized by the semantic frames, not the source's."""
+    uses: dict[int, int] = {}
+    for j in range(semantic_frame_count(n_source, src_fps, fps)):
+        i = semantic_source_index(j, src_fps, fps, n_source)
+        uses[i] = uses.get(i, 0) + 1
+    return uses
+
+
+def blend_at(u: float, semantic_frames: int) -> tuple[int, int, float]:
+    """The decoder's in-between rule: a frame at semantic time ``u`` is ``(1 - w) a + w b`` of
+    semantic frames ``a`` and ``b``; returns ``(a, b, w)``."""
+    a = min(semantic_frames - 1, math.floor(u))
+    b = min(semantic_frames - 1, a + 1)
+    return a, b, (u - a if b != a else 0.0)
+
+
 def iter_semantic_frames(path, info: VideoInfo, fps: float) -> Iterator[np.ndarray]:
     """The source frames nearest to times j / fps, j = 0 .. semantic_frame_count - 1."""
     n_sem, j = semantic_frame_count(info.frames, info.fps, fps), 0
@@ -193,16 +211,14 @@ def iter_source_frames(path, info: VideoInfo, fps: float) -> Iterator[tuple[np.n
                 yield pending, uses
             pending, t_prev = frame, (t if t is not None else t_prev)
     else:
-        want = [semantic_source_index(k, info.fps, fps, info.frames) for k in range(n_sem)]
+        uses = semantic_uses(info.frames, info.fps, fps)
         for i, frame in enumerate(iter_frames(path)):
             if pending is not None:
-                yield pending, uses
-            uses = 0
-            while j < n_sem and want[j] == i:
-                uses, j = uses + 1, j + 1
+                yield pending, uses.get(i - 1, 0)
+                j += uses.get(i - 1, 0)
             pending = frame
         if pending is not None:
-            yield pending, uses + n_sem - j
+            yield pending, n_sem - j
         return
     if pending is not None:
         yield pending, n_sem - j
