@@ -232,3 +232,23 @@ def test_help_and_info_do_not_import_torch(tmp_path, tiny, clip):
     mods = _subprocess_modules(f"from semcodec.cli import main\nassert main(['info', {stream!r}]) == 0")
     assert "torch" not in mods
     assert "torch" not in _subprocess_modules("import semcodec")
+
+
+def test_decoded_frames_are_upsampled_bicubically_and_keep_the_model_picture():
+    """``from_model`` draws the model's picture at the source size bicubically: area-shrunk back
+    to the model's size, it is nearer the picture than a bilinear upsampling, and in range."""
+    import torch.nn.functional as F
+    from semcodec.video import Geometry, from_model
+    geo = Geometry((272, 640), (128, 301), (128, 304))
+    g = torch.Generator().manual_seed(0)
+    pic = F.interpolate(torch.rand(1, 3, 32, 76, generator=g) * 2 - 1, size=geo.padded, mode="bilinear")
+    pic = pic.permute(0, 2, 3, 1)                                        # 1 x ph x pw x 3 in [-1, 1]
+    out = from_model(pic, geo)
+    assert out.shape == (1, 272, 640, 3) and out.min() >= 0 and out.max() <= 255
+    ref = (pic[:, :128, :301] + 1) * 127.5
+
+    def back(x):
+        return F.interpolate(x.permute(0, 3, 1, 2), size=(128, 301), mode="area").permute(0, 2, 3, 1)
+
+    bilinear = F.interpolate(ref.permute(0, 3, 1, 2), size=(272, 640), mode="bilinear").permute(0, 2, 3, 1)
+    assert (back(out) - ref).pow(2).mean() < 0.8 * (back(bilinear) - ref).pow(2).mean()
