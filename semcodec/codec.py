@@ -309,6 +309,7 @@ class Codec:
                 read()
             if j < g.stop:
                 raise CodecError(f"the video ended at semantic frame {j}, the header needs {h.semantic_frames}")
+            nxt = g.start + h.group - h.overlap                # the next group's first frame
             clip = torch.stack([buf[n] for n in range(g.start, g.stop)])
             ids = self.encode_group(clip)
             if finder is not None:
@@ -321,13 +322,12 @@ class Codec:
                     if in_step else None
                 ids, _ = finder.refine(clip, ids, geo.scaled, rate, target)
                 prev = layout.split(ids, g.valid) if layout is not None else None
-                nxt = g.start + h.group - h.overlap
                 before = {} if last or not h.overlap or not in_step else \
                     {n: f for n, f in zip(range(g.start, g.stop), self.decode_group(ids, geo.padded)) if n >= nxt}
                 for n in [n for n in shown if math.floor(n * k) < nxt]:
                     del shown[n]
             yield GroupRecord(g.index, g.start, g.valid, ids)
-            for n in [n for n in buf if n < g.start + h.group - h.overlap]:
+            for n in [n for n in buf if n < nxt]:
                 del buf[n]
 
     def iter_encode(self, src, info: VideoInfo | None = None, fps: float | None = None,

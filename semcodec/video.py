@@ -217,9 +217,6 @@ def iter_source_frames(path, info: VideoInfo, fps: float) -> Iterator[tuple[np.n
                 yield pending, uses.get(i - 1, 0)
                 j += uses.get(i - 1, 0)
             pending = frame
-        if pending is not None:
-            yield pending, n_sem - j
-        return
     if pending is not None:
         yield pending, n_sem - j
 
