@@ -32,6 +32,7 @@ def measure(codec, clip: str, entropy: str | None = "adaptive", workdir: str | N
     """One clip through ``semcodec encode`` / ``decode`` (``entropy`` None: the codec's default mode;
     ``fps`` None: its semantic rate; ``search`` None: its token search)."""
     from semcodec.codec import stream_stats
+    from semcodec.precision import fast_bf16
     from semcodec.video import iter_frames
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         tok, rec = os.path.join(tmp, "tokens.bin"), os.path.join(tmp, "recon.mp4")
@@ -46,6 +47,7 @@ def measure(codec, clip: str, entropy: str | None = "adaptive", workdir: str | N
     q128, qfull = compare(src, dec, 128), compare(src, dec, None)
     return {"clip": Path(clip).name, "model": codec.name, "entropy": st["entropy"], "semantic_fps": st["semantic_fps"],
             "search_steps": codec.search_steps if search is None else search, "search_options": dict(codec.search_options),
+            "search_bf16": fast_bf16("cpu"),
             "psnr_128": q128["psnr"], "ssim_128": q128["ssim"], "psnr_src": qfull["psnr"], "ssim_src": qfull["ssim"],
             "tokens_per_s": st["tokens_per_s"], "kbit_per_s": st["kbit_per_s"], "bits_per_token": st["bits_per_token"],
             "bytes": st["bytes"], "frames": int(len(src)), "encode_s": t1 - t0, "decode_s": t2 - t1}
@@ -72,7 +74,7 @@ def main(argv=None):
         codec.search_options["relax_steps"] = a.relax
     rows = [measure(codec, c, a.entropy, fps=a.fps, search=a.search) for c in (a.clips or default_clips())]
     print(f"{codec.name}, {rows[0]['entropy']} entropy coding, {rows[0]['semantic_fps']:g} semantic fps, "
-          f"token search {rows[0]['search_steps']} rounds")
+          f"token search {rows[0]['search_steps']} rounds ({'bfloat16' if rows[0]['search_bf16'] else 'float32'})")
     print(f"{'clip':24s} {'PSNR@128':>9s} {'SSIM@128':>9s} {'PSNR src':>9s} {'tok/s':>7s} {'kbit/s':>7s} {'bit/tok':>7s} "
           f"{'enc s':>6s}")
     for r in rows:

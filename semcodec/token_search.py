@@ -42,6 +42,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .precision import fast_bf16
+
 DEFAULT_STEPS = 12
 DEFAULT_NEIGHBOURS = 8
 DEFAULT_RATE_SLOPE = 0.5
@@ -182,6 +184,7 @@ class TokenSearch:
             self.codes = codes
             k = min(neighbours + 1, codes.shape[0])           # a code is its own nearest: kept as a choice
             self.neighbours = (codes @ codes.t()).topk(k, dim=-1).indices
+        self.bf16 = fast_bf16(codes.device)   # the decodes it compares: bfloat16 only where that is native
 
     def _relax(self, x, cur, error, evaluate, total, start):
         """The encoder's outputs moved by the decoder's gradient (Adam, ``relax_steps`` steps), each
@@ -196,7 +199,7 @@ class TokenSearch:
         for _ in range(self.relax_steps):
             zn = F.normalize(z, dim=-1)
             idx = (zn.detach() @ self.codes.t()).argmax(-1)
-            with torch.enable_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16):
+            with torch.enable_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 err = error((zn + (self.codes[idx] - zn).detach())[None])
             if not torch.equal(idx, best_ids):
                 vt, lt, bt = evaluate(idx)
@@ -250,7 +253,7 @@ class TokenSearch:
             """``(code vectors, their error with its graph, bits)``: the graph is kept so that the
             ids kept next get their gradient without decoding again."""
             v = self.codes[idx][None].clone().requires_grad_(True)
-            with torch.enable_grad(), torch.autocast(dev.type, dtype=torch.bfloat16):
+            with torch.enable_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.bf16):
                 loss = error(v)
             return v, loss, (rate.bits(idx.cpu().numpy()) if rate is not None else None)
 

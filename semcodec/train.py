@@ -33,6 +33,7 @@ from safetensors.torch import load_file
 from .atomic import atomic_dir, old_dir
 from .checkpoint import atomic_save_file, save_checkpoint
 from .model.video_tokenizer import VideoTokenizer
+from .precision import slow_bf16_warning
 from .presets import CodecConfig
 from .train_config import TrainConfig
 
@@ -74,6 +75,15 @@ def exit_after_torchrun(status: int = 0) -> int:
 
 
 # ------------------------------------------------------------------ data
+def shape_weighted_mse(out: torch.Tensor, target: torch.Tensor, shapes: torch.Tensor, weight: float) -> torch.Tensor:
+    """The mean squared error (``B x T x H x W x 3``) with each pixel within one pixel of a shape
+    (``shapes``: ``B x T x H x W`` coverage in [0, 1]) counted ``1 + weight x`` its coverage times:
+    a shape is a few percent of a frame, and an unweighted loss draws it as a blob of its colour."""
+    near = F.max_pool2d(shapes.flatten(0, 1)[:, None], 3, 1, 1).view_as(shapes)
+    w = (1 + weight * near)[..., None]
+    return ((out - target) ** 2 * w).sum() / (w.sum() * out.shape[-1])
+
+
 class Batches:
     def __init__(self, sources, weights, cfg: CodecConfig, widths, batch: int, seed: int, group_frames=None,
                  fps_choices=None, ratio: int = 1):
@@ -92,6 +102,12 @@ class Batches:
         """Batch of ``step`` for ``rank``: ``B x T x H x W x 3`` float in [-1, 1]; with a ``ratio``
         r > 1, ``B x ((T - 1) r + 1) x H x W x 3`` at r times the semantic rate (every r-th frame
         is a semantic frame)."""
+        return self.draw(step, rank)[0]
+
+    def draw(self, step: int, rank: int, masks: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(batch, shapes)``: the batch of :meth:`__call__` and, with ``masks``, ``B x T x H x W``
+        float in [0, 1], the share of each pixel that a procedural shape covers (0 for sources
+        that know none)."""
         shared = np.random.default_rng([self.seed, step])          # the same on every rank
         width = self.widths[shared.integers(len(self.widths))]
         frames = self.group_frames[shared.integers(len(self.group_frames))]
@@ -101,9 +117,19 @@ class Batches:
         rng = np.random.default_rng([self.seed, step, rank, 1])
         size = (self.cfg.short_side, width)
         r = self.ratio
-        clips = [self.sources[rng.choice(len(self.sources), p=self.p)].sample(rng, (frames - 1) * r + 1, size, fps * r)
-                 for _ in range(n)]
-        return torch.from_numpy(np.stack(clips)).float() / 127.5 - 1
+        clips, shapes = [], []
+        for _ in range(n):
+            src = self.sources[rng.choice(len(self.sources), p=self.p)]
+            args = (rng, (frames - 1) * r + 1, size, fps * r)
+            if masks and hasattr(src, "sample_masked"):
+                clip, shape = src.sample_masked(*args)
+            else:
+                clip = src.sample(*args)
+                shape = np.zeros(clip.shape[:3], np.float32) if masks else None
+            clips.append(clip)
+            shapes.append(shape)
+        x = torch.from_numpy(np.stack(clips)).float() / 127.5 - 1
+        return x, torch.from_numpy(np.stack(shapes)) if masks else None
 
 
 def load_val_clips(paths, cfg: CodecConfig, groups: int):
@@ -398,6 +424,8 @@ def train(args: TrainConfig) -> Path:
         truncate_log(log, step)
         if step:
             print(f"resuming {out} at step {step}", file=sys.stderr)
+        if args.bf16 and (slow := slow_bf16_warning(dev)):
+            print(slow, file=sys.stderr)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     val_clips = load_val_clips(args.val, cfg, args.val_groups) if (rank == 0 and args.val) else []
 
@@ -416,7 +444,8 @@ def train(args: TrainConfig) -> Path:
         lr = learning_rate(args, step)
         for g in opt.param_groups:
             g["lr"] = lr
-        x = batches(step, rank).to(dev)
+        x, shapes = batches.draw(step, rank, masks=args.shape_weight > 0)
+        x = x.to(dev)
         shown = None
         if batches.ratio > 1:
             shown, x = x, x[:, ::batches.ratio]
@@ -425,7 +454,13 @@ def train(args: TrainConfig) -> Path:
         recon = o["recon_loss"]
         if shown is not None:       # the frames as shown: the decoded ones blended to every drawn frame
             mix = shown_blend(x.shape[1], batches.ratio).to(dev)
-            recon = F.mse_loss(torch.einsum("st,bthwc->bshwc", mix, o["video"].float()), shown.float())
+            pred, target = torch.einsum("st,bthwc->bshwc", mix, o["video"].float()), shown.float()
+        else:
+            pred, target = o.get("video"), x
+        if shapes is not None and pred is not None:
+            recon = shape_weighted_mse(pred.float(), target.float(), shapes.to(dev), args.shape_weight)
+        elif shown is not None:
+            recon = F.mse_loss(pred, target)
         loss = args.recon_weight * recon + args.commit_weight * o["commit_loss"]
         if "flow_loss" in o:        # pframe_warp: the decoder's flow against the measured one
             loss = loss + FLOW_WEIGHT * o["flow_loss"]

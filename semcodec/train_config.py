@@ -58,6 +58,9 @@ class TrainConfig:
     warmup: int = _opt(0, "linear warm-up steps", int)
     weight_decay: float = _opt(0.01, "AdamW weight decay", float)
     grad_weight: float = _opt(0.0, "weight of a loss on pixel differences (edges) besides the MSE (0: none)", float)
+    shape_weight: float = _opt(0.0, "procedural scenes (synth): each pixel within 1 px of a shape counts 1 + "
+                               "this in the reconstruction loss, so small shapes keep their form (0: every "
+                               "pixel alike; other sources stay unweighted)", float)
     ema: float = _opt(0.8, "EMA decay of the weights (the paper: 0.8)", float)
     recon_weight: float = _opt(1.0, "weight of the reconstruction loss", float)
     commit_weight: float = _opt(1.0, "weight of the commitment loss", float)
@@ -113,8 +116,8 @@ class TrainConfig:
         for name in ("warmup", "reseed_every", "threads", "seed", "continuous_steps"):
             if getattr(self, name) < 0:
                 bad(name, f"must be 0 or more, got {getattr(self, name)}")
-        for name in ("lr", "min_lr", "weight_decay", "grad_weight", "recon_weight", "commit_weight", "reseed_threshold",
-                     "max_minutes"):
+        for name in ("lr", "min_lr", "weight_decay", "grad_weight", "shape_weight", "recon_weight", "commit_weight",
+                     "reseed_threshold", "max_minutes"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 bad(name, f"must be a finite number >= 0, got {v}")

@@ -233,9 +233,13 @@ def test_world_iframes_probe_chain(tmp_path):
     small = '{"iframe_tokens": 24, "width": 64, "heads": 2, "rope_split": [8, 12, 12], "locality_slopes": [1.0, 0.0]}'
     common = ["--minutes", "0.001", "--batch", "2", "--config", small, "--out", str(out)]
     c = world_iframes.main(["--name", "c", "--continuous", "--save", str(saved), *common])
-    q = world_iframes.main(["--name", "q", "--start-from", str(saved), "--picture", str(tmp_path / "q.png"), *common])
+    q = world_iframes.main(["--name", "q", "--start-from", str(saved), "--picture", str(tmp_path / "q.png"),
+                            "--shape-weight", "20", "--clips", "2", *common])
     assert c["steps"] >= 1 and c["continuous"] and c["psnr_at_start"] is None and c["tokens_per_frame"] == 24
     assert q["psnr_at_start"] is not None and 5 < q["test_psnr"] < 60
+    assert q["shape_weight"] == 20 and "evaluator" not in c
+    assert set(q["evaluator"]) >= {"shape_colour", "shape_class", "bg_colour"}
+    assert all(0 <= v <= 1 for v in q["evaluator"].values())
     assert set(json.loads(out.read_text())["variants"]) == {"c", "q"}
     assert (tmp_path / "q.png").stat().st_size > 1000
 

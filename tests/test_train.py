@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from semcodec import load_checkpoint
@@ -173,6 +174,49 @@ def test_shown_frames_in_training():
     assert x.shape[1] == (cfg.group - 1) * 3 + 1 and x.dtype == torch.float32
 
 
+def test_shape_masks_are_where_the_shapes_are_drawn_and_weight_the_loss():
+    """--shape-weight: a synth batch comes with each pixel's shape coverage (the same clip as without
+    it), and the loss counts the pixels near a shape 1 + w times."""
+    import dataclasses
+
+    import semcodec
+    from semcodec.data import synth
+    from semcodec.data.sources import SynthSource, make_sources
+    from semcodec.train import Batches, shape_weighted_mse
+    scene = synth.Scene("plain", "black", [synth.Shape("cross", "yellow", "large", "right", "quickly", 0.3, 0.5,
+                                                        "moves"),
+                                           synth.Shape("ring", "red", "small", "", "", 0.7, 0.4, "stays still")])
+    video = synth.render(scene, 3, (64, 96), 8.0)
+    bare = synth.render(dataclasses.replace(scene, shapes=[]), 3, (64, 96), 8.0)
+    masks = synth.shape_masks(scene, 3, (64, 96), 8.0)
+    assert masks.shape == (3, 64, 96) and masks.any(axis=(1, 2)).all()
+    assert np.array_equal(masks, (video != bare).any(-1))      # every shape pixel, nothing else
+    assert not np.array_equal(masks[0], masks[2])              # the cross moves
+
+    src = SynthSource(8.0, "train")
+    v, m = src.sample_masked(np.random.default_rng(3), 2, (32, 48))
+    assert np.array_equal(v, src.sample(np.random.default_rng(3), 2, (32, 48)))
+    assert m.shape == (2, 32, 48) and m.dtype == np.float32 and 0 <= m.min() and m.max() <= 1 and m.max() > 0
+    assert np.allclose(m * 16, (m * 16).round())                # drawn at 128 x 192, shrunk by area (4 x 4)
+
+    cfg = semcodec.get_preset("tiny")
+    b = Batches(make_sources(["synth"], cfg.fps), None, cfg, [48], 2, 0)
+    x, shapes = b.draw(5, 0, masks=True)
+    assert torch.equal(x, b(5, 0)) and shapes.shape == x.shape[:4]
+
+    out, target = torch.zeros(1, 1, 8, 8, 3), torch.zeros(1, 1, 8, 8, 3)
+    cover = torch.zeros(1, 1, 8, 8)
+    cover[0, 0, 4, 4] = 1.0                                     # one shape pixel; its 3 x 3 reach is weighted
+    out[0, 0, 0, 0] = 1.0                                       # an error far from it
+    assert float(shape_weighted_mse(out, target, cover, 0.0)) == pytest.approx(float(F.mse_loss(out, target)))
+    far = float(shape_weighted_mse(out, target, cover, 9.0))
+    out.zero_()
+    out[0, 0, 3, 5] = 1.0                                       # the same error beside the shape
+    near = float(shape_weighted_mse(out, target, cover, 9.0))
+    total = (64 + 9 * 9) * 3
+    assert far == pytest.approx(3 / total) and near == pytest.approx(10 * 3 / total)
+
+
 def test_decoder_only_training_keeps_the_tokens_and_hands_on_the_context_model(tmp_path, capsys):
     """--decoder-only: the stem, encoder and codebook stay bit for bit, the decoder learns, so the
     new model makes the old one's tokens; `context_train rebind` then gives it the old model's
@@ -308,6 +352,7 @@ def test_train_and_export_commands_parse_and_refuse_in_the_cli_format(capsys, tm
          "error: --config must be a JSON object of CodecConfig fields; unknown: ['nope']"),
         (base + ["--data", "synth", "--steps", "0"], 1, "error: --steps must be at least 1, got 0"),
         (base + ["--data", "synth", "--shown-ratio", "17"], 1, "error: --shown-ratio must be in 0..16, got 17"),
+        (base + ["--data", "synth", "--shape-weight", "-1"], 1, "error: --shape-weight must be a finite number >= 0, got -1.0"),
         (base + ["--data", "synth", "--decoder-only"], 1,
          "error: --decoder-only needs --init: the trained model whose encoder it keeps"),
         (base + ["--data", "synth", "--decoder-only", "--init", "m.safetensors", "--continuous-steps", "5"], 1,

@@ -45,6 +45,7 @@ from safetensors.torch import load_file
 
 from semcodec.atomic import atomic_dir
 from semcodec.checkpoint import atomic_save_file
+from semcodec.precision import slow_bf16_warning
 from semcodec.train import (check_replicas, end_dist, exit_after_torchrun, find_checkpoint, learning_rate,
                              past_time_limit, setup_dist, truncate_log)
 
@@ -256,6 +257,8 @@ def train(args) -> Path:
             print(f"{cfg.name} stage {2 if model.has_control else 1}: {model.n_params() / 1e6:.2f}M parameters "
                   f"({model.n_params(trainable=True) / 1e6:.2f}M trainable), {len(ds)} groups, text encoder "
                   f"{encoder.spec}", file=sys.stderr)
+        if args.bf16 and (slow := slow_bf16_warning(dev)):
+            print(slow, file=sys.stderr)
 
     t_start, t_log = time.time(), time.time()
     acc = {"loss": 0.0, "n": 0, "items": 0}

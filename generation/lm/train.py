@@ -42,6 +42,7 @@ import torch.nn.functional as F
 
 from semcodec.atomic import atomic_dir
 from semcodec.checkpoint import atomic_save_file
+from semcodec.precision import slow_bf16_warning
 from semcodec.train import (check_replicas, end_dist, exit_after_torchrun, find_checkpoint, learning_rate,
                              past_time_limit, save_panels, setup_dist, truncate_log)
 
@@ -245,6 +246,8 @@ def train(args) -> Path:
         else:
             print(f"{cfg.name}: {model.n_params() / 1e6:.2f}M parameters, {len(ds)} sequences, "
                   f"text encoder {encoder.spec}", file=sys.stderr)
+        if args.bf16 and (slow := slow_bf16_warning(dev)):
+            print(slow, file=sys.stderr)
     val = LMDataset(args.val, unit=args.unit) if (rank == 0 and args.val) else None
 
     t_start, t_log = time.time(), time.time()

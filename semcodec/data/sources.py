@@ -127,25 +127,42 @@ class SynthSource:
         self.fps, self.split = fps, split
         self.name = "synth" + (f":{split}" if split else "")
 
-    def sample(self, rng, frames: int, size, fps: float | None = None) -> np.ndarray:
+    def _scene(self, rng):
         from . import world
         while True:
             seed = int(rng.integers(2 ** 31))
             if not self.split:
-                return self._render(synth.random_scene(seed), frames, size, fps or self.fps)
+                return synth.random_scene(seed)
             if world.split_of(seed) == self.split:
-                return self._render(world.world_scene(seed), frames, size, fps or self.fps)
+                return world.world_scene(seed)
+
+    def sample(self, rng, frames: int, size, fps: float | None = None) -> np.ndarray:
+        return self._render(self._scene(rng), frames, size, fps or self.fps)
+
+    def sample_masked(self, rng, frames: int, size, fps: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`sample` (the same clip for the same ``rng``) and where its shapes are: ``frames x H
+        x W`` float32 in [0, 1], the share of each pixel that a shape covers."""
+        scene = self._scene(rng)
+        fps = fps or self.fps
+        k = _render_scale(size)
+        masks = torch.from_numpy(synth.shape_masks(scene, frames, (size[0] * k, size[1] * k), fps)).float()
+        return self._render(scene, frames, size, fps), F.avg_pool2d(masks, k).numpy() if k > 1 else masks.numpy()
 
     @staticmethod
     def _render(scene, frames: int, size, fps: float) -> np.ndarray:
         """Drawn at the world's own scale (short side >= 128 px) and resized as the codec resizes
         a video file (antialiased), so that a model coding small frames trains on what it codes."""
-        k = max(1, -(-RENDER_SHORT_SIDE // min(size)))
+        k = _render_scale(size)
         video = synth.render(scene, frames, (size[0] * k, size[1] * k), fps)
         if k == 1:
             return video
         x = resize(torch.from_numpy(video).float(), tuple(size))
         return x.round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def _render_scale(size) -> int:
+    """The whole factor a procedural scene is drawn larger than ``size`` at (short side >= 128 px)."""
+    return max(1, -(-RENDER_SHORT_SIDE // min(size)))
 
 
 def make_sources(specs, fps: float) -> list:

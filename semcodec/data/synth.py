@@ -244,6 +244,17 @@ def _place(sh: Shape, t: float, h: int, w: int) -> tuple[float, float, float, fl
     return float(x), float(y), float(rr), float(angle)
 
 
+def _shapes_at(scene: Scene, sec: float, h: int, w: int, xx, yy):
+    """``(y0, y1, x0, x1, mask, shape)`` of each shape drawn at ``sec`` seconds, in drawing order."""
+    for sh in scene.shapes:
+        cx, cy, r, angle = _place(sh, sec, h, w)
+        y0, y1 = max(0, int(cy - r) - 1), min(h, int(cy + r) + 2)
+        x0, x1 = max(0, int(cx - r) - 1), min(w, int(cx + r) + 2)
+        if y1 <= y0 or x1 <= x0:
+            continue
+        yield y0, y1, x0, x1, _shape_mask(sh.shape, xx[y0:y1, x0:x1], yy[y0:y1, x0:x1], cx, cy, r, angle), sh
+
+
 def render(scene: Scene, frames: int, size: tuple[int, int], fps: float) -> np.ndarray:
     """-> ``frames x H x W x 3`` uint8. Moving shapes bounce off the frame edges."""
     h, w = size
@@ -259,15 +270,20 @@ def render(scene: Scene, frames: int, size: tuple[int, int], fps: float) -> np.n
             img = _background(scene, h, w, dx * d, dy * d)
         else:
             img = static_bg.copy()
-        for sh in scene.shapes:
-            cx, cy, r, angle = _place(sh, sec, h, w)
-            y0, y1 = max(0, int(cy - r) - 1), min(h, int(cy + r) + 2)
-            x0, x1 = max(0, int(cx - r) - 1), min(w, int(cx + r) + 2)
-            if y1 <= y0 or x1 <= x0:
-                continue
-            m = _shape_mask(sh.shape, xx[y0:y1, x0:x1], yy[y0:y1, x0:x1], cx, cy, r, angle)
+        for y0, y1, x0, x1, m, sh in _shapes_at(scene, sec, h, w, xx, yy):
             img[y0:y1, x0:x1][m] = COLOURS[sh.colour]
         out[t] = np.clip(img, 0, 255).astype(np.uint8)
+    return out
+
+
+def shape_masks(scene: Scene, frames: int, size: tuple[int, int], fps: float) -> np.ndarray:
+    """-> ``frames x H x W`` bool: where :func:`render` draws a shape (the same frames)."""
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    out = np.zeros((frames, h, w), bool)
+    for t in range(frames):
+        for y0, y1, x0, x1, m, _ in _shapes_at(scene, t / fps, h, w, xx, yy):
+            out[t, y0:y1, x0:x1] |= m
     return out
 
 
