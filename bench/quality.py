@@ -5,7 +5,9 @@
 For each clip: ``semcodec encode`` to a tokens.bin (by default what ``semcodec encode`` does: the
 model's own semantic rate and its default entropy mode, ``context`` where the model ships a context
 model), ``semcodec decode`` to an MP4 at the source's size and frame rate, then RGB PSNR and SSIM per frame at 128 px on the
-short side (area downsampling), averaged; plus tokens/s and kbit/s of the real file.
+short side (area downsampling), averaged; plus tokens/s and kbit/s of the real file, the encode
+time and the token search's precision (bfloat16 where the CPU has it natively, else float32;
+``SEMCODEC_BF16=0/1`` forces one, ``semcodec.precision``).
 """
 from __future__ import annotations
 
