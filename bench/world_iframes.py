@@ -7,10 +7,11 @@
 Trains the ``world`` preset (``--config`` overrides its fields) from scratch on single frames of
 the world's training split (batches of 32, AdamW 5e-4, bf16 where the CPU has it natively) for
 ``--minutes``, then prints the PSNR of its reconstructions of 48 test-split frames (64 x 96, frame
-0 of each scene) and writes one JSON entry per variant name. ``--continuous``: the quantizer passes the encoder's output
-through (what the architecture can do with unlimited bits). ``--start-from``: the weights a
-``--continuous`` variant saved (``--save``), its codebook seeded from its encoder's outputs, then
-trained quantized: the autoencoder phase of ``semcodec train --continuous-steps``.
+0 of each scene) and writes one JSON entry per variant name. ``--continuous``: the quantizer
+passes the encoder's output through (what the architecture can do with unlimited bits).
+``--start-from``: the weights a ``--continuous`` variant saved (``--save``), its codebook seeded
+from its encoder's outputs, then trained quantized: the autoencoder phase of ``semcodec train
+--continuous-steps``.
 ``--shape-weight``: the loss of ``semcodec train --shape-weight`` (shape pixels count more).
 ``--clips``: then the evaluator's scores of that many 4 s test clips, every frame coded alone
 as an IFrame (what the IFrames keep of the captions). ``--picture``: source / reconstruction
