@@ -104,6 +104,10 @@ class Batches:
         is a semantic frame)."""
         return self.draw(step, rank)[0]
 
+    def semantic(self, step: int, rank: int) -> torch.Tensor:
+        """The semantic frames of :meth:`__call__`'s batch (every ``ratio``-th): what the model codes."""
+        return self(step, rank)[:, ::self.ratio]
+
     def draw(self, step: int, rank: int, masks: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(batch, shapes)``: the batch of :meth:`__call__` and, with ``masks``, ``B x T x H x W``
         float in [0, 1], the share of each pixel that a procedural shape covers (0 for sources
@@ -351,7 +355,8 @@ def warm_start(model: VideoTokenizer, path) -> list[str]:
 @torch.no_grad()
 def seed_codebook(model: VideoTokenizer, batches, seed: int, dev) -> None:
     """Data-seeded codebook: codes drawn from the encoder's outputs on the first batches (as many
-    outputs as codes, or 8 batches). ``batches(step, rank)`` as :class:`Batches`; every DDP rank
+    outputs as codes, or 8 batches). ``batches(step, rank)``: semantic frames, as
+    :meth:`Batches.semantic`; every DDP rank
     draws rank 0's batches with the same seed: the same codebook."""
     q = model.tokenizer.quantizer
     zs, n, i = [], 0, 0
@@ -417,7 +422,7 @@ def train(args: TrainConfig) -> Path:
             print(f"initialised from {args.init}; {len(new)} new tensors", file=sys.stderr)
         ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     else:
-        seed_codebook(model, batches, args.seed, dev)
+        seed_codebook(model, batches.semantic, args.seed, dev)
         ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     log = out / "log.jsonl"
     if rank == 0:
@@ -437,7 +442,7 @@ def train(args: TrainConfig) -> Path:
     while step < args.steps:
         q.bypass = step < args.continuous_steps
         if step == args.continuous_steps > 0:      # the autoencoder phase ends: codes from what it learned
-            seed_codebook(model, batches, args.seed, dev)
+            seed_codebook(model, batches.semantic, args.seed, dev)
             for k, v in model.state_dict().items():
                 if k.startswith("tokenizer.quantizer."):
                     ema[k].copy_(v)
@@ -451,12 +456,10 @@ def train(args: TrainConfig) -> Path:
             shown, x = x, x[:, ::batches.ratio]
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
             o = ddp(x)
-        recon = o["recon_loss"]
+        pred, target, recon = o.get("video"), x, o["recon_loss"]
         if shown is not None:       # the frames as shown: the decoded ones blended to every drawn frame
             mix = shown_blend(x.shape[1], batches.ratio).to(dev)
-            pred, target = torch.einsum("st,bthwc->bshwc", mix, o["video"].float()), shown.float()
-        else:
-            pred, target = o.get("video"), x
+            pred, target = torch.einsum("st,bthwc->bshwc", mix, pred.float()), shown.float()
         if shapes is not None and pred is not None:
             recon = shape_weighted_mse(pred.float(), target.float(), shapes.to(dev), args.shape_weight)
         elif shown is not None:

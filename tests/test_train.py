@@ -172,6 +172,14 @@ def test_shown_frames_in_training():
     b = Batches(make_sources(["synth"], cfg.fps), None, cfg, [48], 2, 0, ratio=3)
     x = b(0, 0)
     assert x.shape[1] == (cfg.group - 1) * 3 + 1 and x.dtype == torch.float32
+    # a fresh run seeds its codebook from the semantic frames (the drawn clip is longer than a group)
+    assert torch.equal(b.semantic(0, 0), x[:, ::3]) and b.semantic(0, 0).shape[1] == cfg.group
+    from semcodec.model.video_tokenizer import VideoTokenizer
+    from semcodec.train import seed_codebook
+    model = VideoTokenizer(cfg)
+    before = model.tokenizer.quantizer.codebook.clone()
+    seed_codebook(model, b.semantic, 0, "cpu")
+    assert not torch.equal(model.tokenizer.quantizer.codebook, before)
 
 
 def test_shape_masks_are_where_the_shapes_are_drawn_and_weight_the_loss():
@@ -188,7 +196,8 @@ def test_shape_masks_are_where_the_shapes_are_drawn_and_weight_the_loss():
                                            synth.Shape("ring", "red", "small", "", "", 0.7, 0.4, "stays still")])
     video = synth.render(scene, 3, (64, 96), 8.0)
     bare = synth.render(dataclasses.replace(scene, shapes=[]), 3, (64, 96), 8.0)
-    masks = synth.shape_masks(scene, 3, (64, 96), 8.0)
+    drawn, masks = synth.render_masked(scene, 3, (64, 96), 8.0)
+    assert np.array_equal(drawn, video)
     assert masks.shape == (3, 64, 96) and masks.any(axis=(1, 2)).all()
     assert np.array_equal(masks, (video != bare).any(-1))      # every shape pixel, nothing else
     assert not np.array_equal(masks[0], masks[2])              # the cross moves

@@ -142,22 +142,25 @@ class SynthSource:
     def sample_masked(self, rng, frames: int, size, fps: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`sample` (the same clip for the same ``rng``) and where its shapes are: ``frames x H
         x W`` float32 in [0, 1], the share of each pixel that a shape covers."""
-        scene = self._scene(rng)
-        fps = fps or self.fps
         k = _render_scale(size)
-        masks = torch.from_numpy(synth.shape_masks(scene, frames, (size[0] * k, size[1] * k), fps)).float()
-        return self._render(scene, frames, size, fps), F.avg_pool2d(masks, k).numpy() if k > 1 else masks.numpy()
+        video, masks = synth.render_masked(self._scene(rng), frames, (size[0] * k, size[1] * k), fps or self.fps)
+        masks = torch.from_numpy(masks).float()
+        return _shrink(video, size), (F.avg_pool2d(masks, k) if k > 1 else masks).numpy()
 
     @staticmethod
     def _render(scene, frames: int, size, fps: float) -> np.ndarray:
         """Drawn at the world's own scale (short side >= 128 px) and resized as the codec resizes
         a video file (antialiased), so that a model coding small frames trains on what it codes."""
         k = _render_scale(size)
-        video = synth.render(scene, frames, (size[0] * k, size[1] * k), fps)
-        if k == 1:
-            return video
-        x = resize(torch.from_numpy(video).float(), tuple(size))
-        return x.round().clamp(0, 255).to(torch.uint8).numpy()
+        return _shrink(synth.render(scene, frames, (size[0] * k, size[1] * k), fps), size)
+
+
+def _shrink(video: np.ndarray, size) -> np.ndarray:
+    """A drawn clip (``T x H x W x 3`` uint8) resized to ``size`` as the codec resizes a video."""
+    if tuple(video.shape[1:3]) == tuple(size):
+        return video
+    x = resize(torch.from_numpy(video).float(), tuple(size))
+    return x.round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 def _render_scale(size) -> int:

@@ -244,24 +244,23 @@ def _place(sh: Shape, t: float, h: int, w: int) -> tuple[float, float, float, fl
     return float(x), float(y), float(rr), float(angle)
 
 
-def _shapes_at(scene: Scene, sec: float, h: int, w: int, xx, yy):
-    """``(y0, y1, x0, x1, mask, shape)`` of each shape drawn at ``sec`` seconds, in drawing order."""
-    for sh in scene.shapes:
-        cx, cy, r, angle = _place(sh, sec, h, w)
-        y0, y1 = max(0, int(cy - r) - 1), min(h, int(cy + r) + 2)
-        x0, x1 = max(0, int(cx - r) - 1), min(w, int(cx + r) + 2)
-        if y1 <= y0 or x1 <= x0:
-            continue
-        yield y0, y1, x0, x1, _shape_mask(sh.shape, xx[y0:y1, x0:x1], yy[y0:y1, x0:x1], cx, cy, r, angle), sh
-
-
 def render(scene: Scene, frames: int, size: tuple[int, int], fps: float) -> np.ndarray:
     """-> ``frames x H x W x 3`` uint8. Moving shapes bounce off the frame edges."""
+    return _draw(scene, frames, size, fps, False)[0]
+
+
+def render_masked(scene: Scene, frames: int, size: tuple[int, int], fps: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`render` and, drawn in the same pass, where its shapes are: ``frames x H x W`` bool."""
+    return _draw(scene, frames, size, fps, True)
+
+
+def _draw(scene: Scene, frames: int, size: tuple[int, int], fps: float, with_masks: bool):
     h, w = size
     s = min(h, w)
     static_bg = _background(scene, h, w) if scene.scroll == "static" else None
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     out = np.empty((frames, h, w, 3), np.uint8)
+    masks = np.zeros((frames, h, w), bool) if with_masks else None
     for t in range(frames):
         sec = t / fps
         if static_bg is None:
@@ -270,21 +269,18 @@ def render(scene: Scene, frames: int, size: tuple[int, int], fps: float) -> np.n
             img = _background(scene, h, w, dx * d, dy * d)
         else:
             img = static_bg.copy()
-        for y0, y1, x0, x1, m, sh in _shapes_at(scene, sec, h, w, xx, yy):
+        for sh in scene.shapes:
+            cx, cy, r, angle = _place(sh, sec, h, w)
+            y0, y1 = max(0, int(cy - r) - 1), min(h, int(cy + r) + 2)
+            x0, x1 = max(0, int(cx - r) - 1), min(w, int(cx + r) + 2)
+            if y1 <= y0 or x1 <= x0:
+                continue
+            m = _shape_mask(sh.shape, xx[y0:y1, x0:x1], yy[y0:y1, x0:x1], cx, cy, r, angle)
             img[y0:y1, x0:x1][m] = COLOURS[sh.colour]
+            if masks is not None:
+                masks[t, y0:y1, x0:x1] |= m
         out[t] = np.clip(img, 0, 255).astype(np.uint8)
-    return out
-
-
-def shape_masks(scene: Scene, frames: int, size: tuple[int, int], fps: float) -> np.ndarray:
-    """-> ``frames x H x W`` bool: where :func:`render` draws a shape (the same frames)."""
-    h, w = size
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    out = np.zeros((frames, h, w), bool)
-    for t in range(frames):
-        for y0, y1, x0, x1, m, _ in _shapes_at(scene, t / fps, h, w, xx, yy):
-            out[t, y0:y1, x0:x1] |= m
-    return out
+    return out, masks
 
 
 def _bounce(v, lo, hi):
