@@ -19,7 +19,7 @@ from contextlib import contextmanager
 import click
 
 from .errors import SemcodecError
-from .limits import MAX_SEARCH_STEPS
+from .limits import MAX_ADAPT_STEPS, MAX_SEARCH_STEPS
 from .train_config import click_options, expand_many, many_value_options
 
 EXAMPLES = """
@@ -91,15 +91,19 @@ BACKBONE_HELP = ("local folder of the pretrained backbone, for models whose feat
               help="rounds of token search per group: ids chosen for what the decoder draws from them, at the "
                    "context model's cost in bits (0: the encoder's nearest codes, about 30x faster) "
                    "[default: 12 where the model ships a context model, as s128 does, else 0]")
+@click.option("--adapt", type=click.IntRange(0, MAX_ADAPT_STEPS), default=None,
+              help="steps of fitting the decoder's head biases to this video, sent in the stream where they pay "
+                   "for their bits (0: none) [default: 24 where the token search runs, else 0]")
 @click.option("--device", default=None, help="torch device [default: cuda if available, else cpu]")
 @click.option("--backbone", default=None, help=BACKBONE_HELP)
-def encode(src, dst, model, entropy, fps, max_kbps, search, device, backbone):
+def encode(src, dst, model, entropy, fps, max_kbps, search, adapt, device, backbone):
     """Encode a video (any container FFmpeg reads) into a token stream."""
     from .codec import Codec, check_target
     check_target(dst, src)              # before the model loads: a typo costs no wait
     codec = Codec.from_pretrained(model, device, backbone)
     with _progress("encode") as cb:
-        codec.encode_file(src, dst, entropy=entropy, progress=cb, fps=fps, max_kbps=max_kbps, search=search)
+        codec.encode_file(src, dst, entropy=entropy, progress=cb, fps=fps, max_kbps=max_kbps, search=search,
+                          adapt=adapt)
 
 
 @cli.command(epilog=EXAMPLES)
@@ -159,6 +163,10 @@ def info(src, as_json, verify, model):
                f"  tokens    {s['tokens']} ({s['tokens_per_s']:.1f} tokens/s)\n"
                f"  entropy   {s['entropy']}: {s['bits_per_token']:.3f} bits/token, {s['kbit_per_s']:.2f} kbit/s, "
                f"{s['bytes']} bytes ({s['overhead_bytes']} of container, format {s['format']})")
+    a = s["adaptation"]
+    if a:
+        click.echo(f"  adapted   {a['changed']} of {a['parameters']} decoder biases, steps of {a['step']:g}, "
+                   f"{a['bytes']} bytes (in the container's)")
     if verify:
         click.echo(f"  verified  {s['groups']} groups entropy-decoded ({s['tokens_decoded']} tokens), every CRC "
                    f"and the layout check; entropy model: {s['entropy_model']}")

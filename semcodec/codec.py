@@ -29,16 +29,17 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from . import adaptation
 from .bitstream import BitstreamError, GroupRecord, StreamHeader, StreamReader, StreamWriter
 from .bitstream.container import links_to_previous
 from .bitstream.entropy import DEFAULT_LINK, digest_matches
 from .checkpoint import Checkpoint, ModelIdentity
 from .errors import OutputError, SemcodecError
 from .gop import CrossFader, GopPlan, Group
-from .limits import (MAX_OUTPUT_PIXELS_PER_BYTE, MAX_SEARCH_STEPS, MAX_SEMANTIC_FPS, MIN_SEMANTIC_FPS, LimitError,
+from .limits import (MAX_ADAPT_STEPS, MAX_OUTPUT_PIXELS_PER_BYTE, MAX_SEARCH_STEPS, MAX_SEMANTIC_FPS, MIN_SEMANTIC_FPS, LimitError,
                      check_semantic_fps, check_source)
 from .stream import TokenStream, stream_stats  # noqa: F401  (stream_stats: where it used to live)
-from .token_search import DEFAULT_STEPS, SHOWN_PER_INTERVAL, GroupRate, ShownFrames, TokenSearch, searchable
+from .token_search import DEFAULT_RATE_SLOPE, DEFAULT_STEPS, SHOWN_PER_INTERVAL, GroupRate, ShownFrames, TokenSearch, searchable
 from .video import (Geometry, VideoInfo, VideoWriter, blend_at, from_model, iter_source_frames, probe,
                     semantic_frame_count, semantic_uses, to_model)
 from .zoo import load_model, model_file, operating_point, shipped_models
@@ -178,6 +179,36 @@ class Codec:
     def search_steps(self, steps: int) -> None:
         self._search_steps = steps
 
+    def adapt_steps(self, search: int | None = None) -> int:
+        """Steps of the decoder adaptation fit (:mod:`semcodec.adaptation`) for an encode with
+        ``search`` rounds of token search: ``adaptation.DEFAULT_STEPS`` wherever the search runs on
+        a model whose head can adapt (it is the slow, best mode; ``search`` 0 is the fast one), else 0."""
+        if self.renderer is not None or not adaptation.count(self.model):
+            return 0
+        return adaptation.DEFAULT_STEPS if self._search(search) is not None else 0
+
+    def _adapted(self, header: StreamHeader, records: list[GroupRecord], keep: dict, steps: int) -> StreamHeader:
+        """``header`` with the adaptation fitted to ``records`` against the source frames ``keep``
+        where it pays for its bits at the search's price, else ``header`` as it is."""
+        if not steps or not keep:
+            return header
+        bits = 8 * len(TokenStream(header, records, prior=self.prior, context=self.context_model).to_bytes())
+        slope = self.search_options.get("rate_slope", DEFAULT_RATE_SLOPE)
+        with torch.inference_mode(False):
+            ad, _ = adaptation.fit(self.model, header, records, {i: f for i, f in keep.items() if f is not None},
+                                   steps=steps, rate_slope=slope, stream_bits=bits)
+        if ad is None:
+            return header
+        return dataclasses.replace(header, adaptation=tuple(int(x) for x in ad.ints), adaptation_step=ad.step)
+
+    def _check_adapt(self, adapt: int | None, search: int | None) -> int:
+        steps = self.adapt_steps(search) if adapt is None else adapt
+        if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or not 0 <= steps <= MAX_ADAPT_STEPS:
+            raise CodecError(f"adaptation steps must be a whole number in 0..{MAX_ADAPT_STEPS}, got {steps!r}")
+        if steps and (self.renderer is not None or not adaptation.count(self.model)):
+            raise CodecError(f"model '{self.name}' has no decoder head to adapt: use --adapt 0")
+        return int(steps)
+
     @property
     def default_entropy(self) -> str:
         """``context`` when the model ships a context model, else ``adaptive``."""
@@ -197,12 +228,16 @@ class Codec:
         return self.model.encode(frames[None].to(self.device))[0].cpu().numpy().astype(np.int64)
 
     @torch.inference_mode()
-    def decode_group(self, tokens: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-        """token ids -> ``T x h x w x 3`` float in [-1, 1] at the padded model size."""
+    def decode_group(self, tokens: np.ndarray, size: tuple[int, int], features=None) -> torch.Tensor:
+        """token ids -> ``T x h x w x 3`` float in [-1, 1] at the padded model size; ``features``:
+        the feature space that draws them (a stream's adaptation of it; default the model's)."""
         if self.renderer is not None:
             return self.renderer.decode_group(tokens, size)
         idx = torch.as_tensor(np.asarray(tokens, dtype=np.int64), device=self.device)[None]
-        return self.model.decode(idx, size)[0].float().cpu()
+        if features is None:
+            return self.model.decode(idx, size)[0].float().cpu()
+        feats = self.model.tokenizer.decode(idx, self.model.grid_for(size))
+        return features.render(feats).clamp(-1, 1)[0].float().cpu()      # adapted models have no flow (adaptation.count)
 
     def semantic_fps(self, fps: float | None) -> float:
         """The semantic frame rate to encode at: the model's, or ``fps`` (the rate control: tokens/s
@@ -263,13 +298,15 @@ class Codec:
         return self._token_search[1]
 
     def _coded_groups(self, header: StreamHeader, source: Iterator[tuple[np.ndarray, int]],
-                      search: int | None = 0, in_step: bool = True) -> Iterator[GroupRecord]:
+                      search: int | None = 0, in_step: bool = True,
+                      keep: dict[int, torch.Tensor] | None = None) -> Iterator[GroupRecord]:
         """Source frames (``H x W x 3`` uint8, in order, each with the count of semantic frames it
         supplies: :func:`~semcodec.video.iter_source_frames`) -> one coded group at a time. Each
         group's ids are searched for ``search`` rounds (:mod:`semcodec.token_search`; None:
         ``search_steps``) against the source frames its decode is shown as, where the source's
         frames are ``in_step`` with the decoder's (a variable frame rate is not: the search then
-        scores the semantic frames alone)."""
+        scores the semantic frames alone). ``keep``: a dict whose keys are source frame numbers,
+        filled with those frames at the model's size (the adaptation's targets)."""
         h = header
         geo = Geometry((h.src_height, h.src_width), (h.scaled_height, h.scaled_width), (h.padded_height, h.padded_width))
         finder = self._search(search)
@@ -295,12 +332,17 @@ class Codec:
             except StopIteration:
                 ended = True
                 return
-            if uses or (finder is not None and in_step and (i == 0 or math.floor(i * per_interval) != math.floor((i - 1) * per_interval))):
+            wanted = keep is not None and i in keep
+            scored = finder is not None and in_step and \
+                (uses or i == 0 or math.floor(i * per_interval) != math.floor((i - 1) * per_interval))
+            if wanted or uses or scored:
                 m = to_model(frame[None], geo)[0]
+                if wanted:
+                    keep[i] = m
                 for _ in range(uses):
                     buf[j] = m
                     j += 1
-                if finder is not None and in_step:
+                if scored:
                     shown[i] = m
             i += 1
 
@@ -343,14 +385,16 @@ class Codec:
                                            in_step=not info.variable)
 
     def encode(self, frames, fps: float, semantic_fps: float | None = None,
-               entropy: str | None = None, search: int | None = None) -> TokenStream:
+               entropy: str | None = None, search: int | None = None, adapt: int | None = None) -> TokenStream:
         """Frames held in memory -> a :class:`~semcodec.stream.TokenStream`.
 
         ``frames``: ``T x H x W x 3`` uint8 RGB (a numpy array, a torch tensor, or a sequence of
         ``H x W x 3`` frames) at ``fps`` frames per second. ``semantic_fps`` is the rate control
         (default: the model's). The tokens are those ``encode_file`` makes of a video file
-        holding these frames at this rate (``semcodec encode``); ``search`` as :meth:`iter_encode`."""
+        holding these frames at this rate (``semcodec encode``); ``search`` and ``adapt`` as
+        :meth:`encode_file`."""
         self._search(search)
+        steps = self._check_adapt(adapt, search)
         frames = _frames_array(frames)
         T, H, W, _ = frames.shape
         if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
@@ -363,19 +407,40 @@ class Codec:
         header = self._header(info, self.semantic_fps(semantic_fps), entropy)
         uses = semantic_uses(T, info.fps, header.semantic_fps)
         source = ((frames[n], uses.get(n, 0)) for n in range(T))
-        return TokenStream(header, list(self._coded_groups(header, source, search)), prior=self.prior,
+        keep = dict.fromkeys(adaptation.pick_frames(T)) if steps else None
+        records = list(self._coded_groups(header, source, search, keep=keep))
+        return TokenStream(self._adapted(header, records, keep or {}, steps), records, prior=self.prior,
+                           context=self.context_model)
+
+    def _encode_adapted(self, src, fps, entropy, search, steps, progress) -> TokenStream:
+        """:meth:`iter_encode`'s groups, then the decoder adaptation fitted to them."""
+        self._search(search)
+        info = probe(src)
+        header = self._header(info, self.semantic_fps(fps), entropy)
+        keep = dict.fromkeys(adaptation.pick_frames(info.frames)) if steps else None
+        groups = self._coded_groups(header, iter_source_frames(src, info, header.semantic_fps), search,
+                                    in_step=not info.variable, keep=keep)
+        records = list(_with_progress(groups, header.n_groups, progress))
+        return TokenStream(self._adapted(header, records, keep or {}, steps), records, prior=self.prior,
                            context=self.context_model)
 
     def encode_file(self, src, dst, entropy: str | None = None, progress: Progress | None = None,
-                    fps: float | None = None, max_kbps: float | None = None, search: int | None = None) -> StreamHeader:
+                    fps: float | None = None, max_kbps: float | None = None, search: int | None = None,
+                    adapt: int | None = None) -> StreamHeader:
         """Encode video ``src`` (a path or a seekable binary file object) to the token stream ``dst``
         (a path, written atomically, or a binary file object) at semantic rate ``fps``; returns
         the header written. ``max_kbps``: a bit budget (:meth:`fit_rate`: the rate is lowered
-        until the file fits); ``search`` as :meth:`iter_encode`. Bad input fails before anything is
-        written."""
+        until the file fits); ``search`` as :meth:`iter_encode`; ``adapt``: steps of the decoder
+        adaptation fit (:mod:`semcodec.adaptation`; None: :meth:`adapt_steps`, 0: none). Bad input
+        fails before anything is written."""
         check_target(dst, src)
         if max_kbps is not None:
-            stream = self.fit_rate(src, max_kbps, fps, entropy, progress, search=search)
+            stream = self.fit_rate(src, max_kbps, fps, entropy, progress, search=search, adapt=adapt)
+            stream.save(dst)
+            return stream.header
+        steps = self._check_adapt(adapt, search)
+        if steps:
+            stream = self._encode_adapted(src, fps, entropy, search, steps, progress)
             stream.save(dst)
             return stream.header
         header, groups = self.iter_encode(src, fps=fps, entropy=entropy, search=search)
@@ -390,7 +455,8 @@ class Codec:
         return w.header
 
     def fit_rate(self, src, max_kbps: float, fps: float | None = None, entropy: str | None = None,
-                 progress: Progress | None = None, tries: int = 6, search: int | None = None) -> TokenStream:
+                 progress: Progress | None = None, tries: int = 6, search: int | None = None,
+                 adapt: int | None = None) -> TokenStream:
         """The stream of ``src`` at the highest semantic rate, at most ``fps`` (default: the model's),
         whose file fits ``max_kbps`` kbit/s of the source's duration: coded at ``fps`` first, then
         again at the rate scaled by the budget over the rate reached (bits grow a little slower than
@@ -399,12 +465,12 @@ class Codec:
         if not (isinstance(max_kbps, (int, float)) and math.isfinite(max_kbps) and max_kbps > 0):
             raise CodecError(f"--max-kbps must be a positive number of kbit/s, got {max_kbps!r}")
         rate = self.semantic_fps(fps)
+        steps = self._check_adapt(adapt, search)
         for _ in range(tries):
             if not isinstance(src, (str, Path)):
                 src.seek(0)
-            header, groups = self.iter_encode(src, fps=rate, entropy=entropy, search=search)
-            stream = TokenStream(header, list(_with_progress(groups, header.n_groups, progress)), prior=self.prior,
-                                 context=self.context_model)
+            stream = self._encode_adapted(src, rate, entropy, search, steps, progress)
+            header = stream.header
             kbps = 8 * len(stream.to_bytes()) / (header.src_frames / header.src_fps) / 1000
             if kbps <= max_kbps:
                 return stream
@@ -441,6 +507,9 @@ class Codec:
         if h.semantic_frames != n_sem:
             raise CodecError(bad(self.name, f"{h.src_frames} source frames make {n_sem} semantic frames, "
                                             f"not {h.semantic_frames}"))
+        if h.adaptation and len(h.adaptation) != adaptation.count(self.model):
+            raise CodecError(bad(self.name, f"it adapts {len(h.adaptation)} decoder parameters, the model has "
+                                            f"{adaptation.count(self.model)}"))
 
     @staticmethod
     def check_output(header: StreamHeader, span: Span, size: int) -> None:
@@ -526,6 +595,9 @@ class Codec:
                                             (geo.padded[0] * s, geo.padded[1] * s))            # s x the model's pixels
         fader = CrossFader(plan, h.overlap)
         k = h.semantic_fps / h.src_fps
+        adapted = None
+        if h.adaptation and self.renderer is None:
+            adapted = adaptation.adapted_features(self.model, np.asarray(h.adaptation), h.adaptation_step)
 
         def semantic_frames():
             for done, g in enumerate(sp.groups, 1):
@@ -533,7 +605,7 @@ class Codec:
                 if (rec.start, rec.valid) != (g.start, g.valid):
                     raise BitstreamError(f"group {g.index} is at frames {rec.start}+{rec.valid}, "
                                          f"the header's layout says {g.start}+{g.valid}")
-                frames = self.decode_group(rec.tokens, geo.padded).numpy()
+                frames = self.decode_group(rec.tokens, geo.padded, adapted).numpy()
                 if progress:
                     progress(done, len(sp.groups))
                 yield from fader.push(g, frames)

@@ -23,6 +23,7 @@ MIN_SOURCE_FPS, MAX_SOURCE_FPS = 0.1, 240.0
 # The semantic frame rate the encoder may be asked for (``--fps``, a model's ``fps``).
 MIN_SEMANTIC_FPS, MAX_SEMANTIC_FPS = 0.5, 30.0
 MAX_SEARCH_STEPS = 1000           # rounds of encoder-side token search per group
+MAX_ADAPT_STEPS = 10000           # steps of the decoder adaptation fit per stream
 # Decoding: the output frames a stream asks for may hold this many pixels per byte of the stream
 # (decode work bounded by the file's size). s128 writes ~1.7 KB per 1.5 s group: 4K at 120 fps
 # needs 0.5 M pixels per byte; a forged 1 KB stream gets at most ~1 G pixels (seconds of work).

@@ -188,7 +188,17 @@ def stream_stats(path) -> dict:
         "entropy": h.entropy_mode, "bytes": size, "payload_bytes": payload, "overhead_bytes": size - payload,
         "escaped_groups": escaped,
         "bits_per_token": 8 * payload / tokens, "kbit_per_s": 8 * size / duration / 1000,
+        "adaptation": _adaptation_stats(h),
     }
+
+
+def _adaptation_stats(h) -> dict | None:
+    if not h.adaptation:
+        return None
+    from .adaptation import encode_deltas
+    ints = np.asarray(h.adaptation, dtype=np.int64)
+    return {"parameters": len(ints), "step": 2.0 ** -h.adaptation_step, "changed": int((ints != 0).sum()),
+            "bytes": len(encode_deltas(ints))}
 
 
 def verify_stream(path, model: str | None = None) -> dict:

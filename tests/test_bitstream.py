@@ -230,7 +230,7 @@ def ref_number(data: bytes, pos: int) -> tuple[float, int]:
     return num / (v // 2), pos
 
 
-def ref_header_v2(body: bytes) -> dict:
+def ref_header_v2(body: bytes, minor: int = 0) -> dict:
     """The header body, field by field, as docs/bitstream.md section 3 lists it."""
     h = {"model_hash": body[:16].hex(), "entropy_mode": ["fixed", "prior", "adaptive", "context"][body[16]]}
     ehash, pos = body[17:33].hex(), 33
@@ -261,8 +261,18 @@ def ref_header_v2(body: bytes) -> dict:
         for k in ("link", "iframe_rows", "pframe_rows"):
             p[k], pos = ref_varint(body, pos)
         p["context_sha256"] = ehash
-    assert pos == len(body)
     h["entropy_params"] = p
+    if minor >= 1:                              # 3.3: the decoder adaptation
+        n, pos = ref_varint(body, pos)
+        if n:
+            h["adaptation_step"] = body[pos]
+            size, pos = ref_varint(body, pos + 1)
+            sym = ref_ans_decode(body[pos:pos + size], n, RefModels(
+                {"entropy_mode": "adaptive", "codebook_size": 256,
+                 "entropy_params": {"init": "uniform", "block": 16, "increment": 16}}, None))
+            h["adaptation"] = [z // 2 if z % 2 == 0 else -(z + 1) // 2 for z in sym]
+            pos += size
+    assert pos == len(body)
     return h
 
 
@@ -275,7 +285,7 @@ def ref_read_v2(path, prior_counts=None, models_for_group=None):
     major, minor, length = struct.unpack_from("<HHI", data, 8)
     assert major == 2
     assert zlib.crc32(data[:16 + length]) == struct.unpack_from("<I", data, 16 + length)[0]
-    h = ref_header_v2(data[16:16 + length])
+    h = ref_header_v2(data[16:16 + length], minor)
     isize, icrc = struct.unpack_from("<II", data, len(data) - 8)
     index = data[len(data) - 8 - isize:len(data) - 8]
     assert zlib.crc32(index + data[-8:-4]) == icrc
@@ -750,7 +760,9 @@ def test_format2_crafted_headers(tmp_path, seven2):
     err = lambda p: _ctx_error(p, ctx)                                          # noqa: E731
     p = _put(tmp_path, _rewrite_body(data, body + b"\x00"))
     assert err(p) == f"{p} has an invalid file header: 1 unexpected bytes after the last field"
-    with StreamReader(_put(tmp_path, _rewrite_body(data, body + b"\x00", minor=1), "minor.bin"), context=ctx) as r:
+    with StreamReader(_put(tmp_path, _rewrite_body(data, body + b"\x00", minor=1), "minor1.bin"), context=ctx) as r:
+        assert list(r) == groups and r.header.adaptation == ()      # 2.1: no adaptation
+    with StreamReader(_put(tmp_path, _rewrite_body(data, body + b"\x00\x07", minor=2), "minor.bin"), context=ctx) as r:
         assert list(r) == groups                        # a newer minor's additions are skipped
     p = _put(tmp_path, _rewrite_body(data, body[:16] + b"\x07" + body[17:]))
     assert err(p) == (f"{p} has an invalid file header: entropy mode 7 is not supported by this semcodec "

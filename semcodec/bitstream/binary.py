@@ -11,8 +11,10 @@ import math
 import struct
 from fractions import Fraction
 
-from .entropy import CODER, PRECISION, fixed_bits
-from .header import HeaderError, StreamHeader, count_groups
+import numpy as np
+
+from .entropy import CODER, PRECISION, PayloadError, fixed_bits
+from .header import MAX_ADAPTED, HeaderError, StreamHeader, count_groups
 
 HASH_BYTES = 16                 # hashes are stored as the first 16 bytes of their SHA-256
 MODE_CODES = {"fixed": 0, "prior": 1, "adaptive": 2, "context": 3}
@@ -142,6 +144,13 @@ def encode_header(h: StreamHeader) -> bytes:
     elif h.entropy_mode == "context":
         for key in ("link", "iframe_rows", "pframe_rows"):
             put_varint(out, p[key])
+    if h.adaptation:                           # format 2.1: the stream's minor says it is there
+        from ..adaptation import encode_deltas
+        payload = encode_deltas(np.asarray(h.adaptation, dtype=np.int64))
+        put_varint(out, len(h.adaptation))
+        out.append(h.adaptation_step)
+        put_varint(out, len(payload))
+        out += payload
     return bytes(out)
 
 
@@ -201,6 +210,18 @@ def decode_header(body: bytes, minor: int, known_minor: int) -> StreamHeader:
     elif ehash != "00" * HASH_BYTES:
         raise HeaderError(f"field 'entropy_hash' must be zero for entropy mode '{mode}'")
     f["entropy_params"] = p
+    n = c.varint("adaptation", 0, MAX_ADAPTED) if minor >= 1 and known_minor >= 1 else 0
+    if n:
+        step = c.take(1, "adaptation_step")[0]
+        if not 1 <= step <= 24:
+            raise HeaderError(f"field 'adaptation_step' must be 1..24, got {step}")
+        size = c.varint("adaptation payload", 1, c.left())
+        from ..adaptation import decode_deltas
+        try:
+            f["adaptation"] = tuple(int(x) for x in decode_deltas(c.take(size, "adaptation payload"), n))
+        except (PayloadError, ValueError) as e:
+            raise HeaderError(f"field 'adaptation' is corrupt: {e}") from None
+        f["adaptation_step"] = step
     if c.left() and minor <= known_minor:
         raise HeaderError(f"{c.left()} unexpected bytes after the last field")
     return normalized(StreamHeader(**f))

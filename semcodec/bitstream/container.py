@@ -38,7 +38,8 @@ from .errors import BitstreamError
 from .header import HeaderError, StreamHeader, check_format1, normalized
 
 MAGIC = b"SEMCTOKS"
-FORMAT_VERSION = (2, 0)                  # (major, minor) written by this code
+FORMAT_VERSION = (2, 1)                  # (major, minor) this code knows; 2.0 is written where
+                                         # there is no 2.1 addition (a decoder adaptation)
 READ_MAJORS = (1, 2)                     # majors this code reads
 PREFIX = struct.Struct("<8sHHI")         # magic, major, minor, header length
 MAX_HEADER_JSON = 1 << 20                # header JSON (format 1) or body (format 2), bytes
@@ -155,8 +156,9 @@ class StreamWriter:
             full = normalized(replace(h, entropy_params=params))
             if version == 2:
                 body = encode_header(full)
-                self.header = decode_header(body, FORMAT_VERSION[1], FORMAT_VERSION[1])
+                self.header = decode_header(body, 1 if full.adaptation else 0, FORMAT_VERSION[1])
             else:
+                check_format1(full)
                 body = full.to_json()
                 self.header = full
         except HeaderError as e:
@@ -177,7 +179,7 @@ class StreamWriter:
         self.payload_bytes = 0
         self.escaped = 0                       # groups written fixed-width instead
         major = version
-        minor = FORMAT_VERSION[1] if version == FORMAT_VERSION[0] else 0
+        minor = 1 if version == FORMAT_VERSION[0] and h.adaptation else 0
         head = PREFIX.pack(MAGIC, major, minor, len(body)) + body
         self._tmp = temp_beside(self.path)
         self._f = open(self._tmp, "wb")

@@ -9,6 +9,8 @@ import numbers
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+import numpy as np
+
 from ..errors import SemcodecError
 from ..gop import GopPlan
 
@@ -19,6 +21,7 @@ MAX_DIM = 1 << 20
 MAX_SRC_FRAMES = 1 << 40
 MAX_SEMANTIC_FRAMES = (1 << 32) - 1        # group starts are stored as uint32
 MAX_GROUP = 1 << 16
+MAX_ADAPTED = 1 << 16                     # adapted decoder parameters
 
 
 class HeaderError(SemcodecError, ValueError):
@@ -53,6 +56,10 @@ class StreamHeader:
     n_groups: int
     entropy_mode: str            # "fixed" | "prior" | "adaptive" | "context"
     entropy_params: dict = field(default_factory=dict)   # completed by StreamWriter
+    # content-adaptive decoding (format 2.1, ``semcodec.adaptation``): one integer per adapted
+    # decoder parameter, in units of 2**-adaptation_step; () for none
+    adaptation: tuple = ()
+    adaptation_step: int = 0
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -84,7 +91,8 @@ class StreamHeader:
 
     # -- JSON -------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name not in OPTIONAL_FIELDS or getattr(self, f.name)}
 
     def to_json(self) -> bytes:
         """Canonical UTF-8 JSON: sorted keys, no spaces, ASCII only, no NaN/Infinity."""
@@ -97,10 +105,10 @@ class StreamHeader:
         raises HeaderError."""
         if not isinstance(d, dict):
             raise HeaderError("it is not a JSON object")
-        missing = [f.name for f in fields(cls) if f.name not in d]
+        missing = [f.name for f in fields(cls) if f.name not in d and f.name not in OPTIONAL_FIELDS]
         if missing:
             raise HeaderError(f"field '{missing[0]}' is missing")
-        return normalized(cls(**{f.name: d[f.name] for f in fields(cls)}))
+        return normalized(cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d}))
 
     @classmethod
     def from_json(cls, data: bytes) -> "StreamHeader":
@@ -109,6 +117,9 @@ class StreamHeader:
         except (ValueError, RecursionError) as e:      # UnicodeDecodeError is a ValueError
             raise HeaderError(f"it is not valid JSON ({type(e).__name__})") from None
         return cls.from_dict(d)
+
+
+OPTIONAL_FIELDS = ("adaptation", "adaptation_step")     # later additions: absent from older headers
 
 
 def _reject_constant(name: str):
@@ -174,7 +185,19 @@ def normalized(h: StreamHeader, check_entropy: bool = True) -> StreamHeader:
             raise HeaderError(str(e)) from None
         if h.entropy_mode == "context":
             _check_rows(h.entropy_params, it, pt)
+    v["adaptation"], v["adaptation_step"] = _adaptation(h)
     return replace(h, **v)
+
+
+def _adaptation(h: StreamHeader) -> tuple[tuple, int]:
+    a, step = h.adaptation, h.adaptation_step
+    if not isinstance(a, (tuple, list)) or len(a) > MAX_ADAPTED:
+        raise HeaderError(f"field 'adaptation' must be a list of at most {MAX_ADAPTED} integers")
+    if any(not isinstance(x, (int, np.integer)) or isinstance(x, bool) or not -128 <= x <= 127 for x in a):
+        raise HeaderError("field 'adaptation' must hold integers in -128..127")
+    if a and not (isinstance(step, (int, np.integer)) and 1 <= step <= 24):
+        raise HeaderError(f"field 'adaptation_step' must be 1..24, got {step!r}")
+    return tuple(int(x) for x in a), int(step) if a else 0
 
 
 def _check_rows(params: dict, iframe_tokens: int, pframe_tokens: int) -> None:
@@ -190,6 +213,8 @@ def check_format1(h: StreamHeader) -> None:
     """What format 1 could not hold: short hashes, the context mode. Raises HeaderError."""
     if len(h.model_hash) != 64:
         raise HeaderError(f"field 'model_hash' must be 64 lowercase hex digits, got {h.model_hash!r}")
+    if h.adaptation:
+        raise HeaderError("format 1 cannot hold a decoder adaptation")
     if h.entropy_mode == "context":
         raise HeaderError("entropy mode 'context' is not supported by this semcodec in format 1 "
                           "(it knows fixed, prior, adaptive)")
