@@ -39,7 +39,7 @@ def split(data: bytes) -> tuple[dict, list]:
     """A well-formed stream -> (header dict, its groups). Format 1: the header JSON and the
     chunks as raw bytes, CRCs included. Format 2: ``StreamHeader.to_dict()`` of the header and
     ``(payload, escaped)`` per group."""
-    major, _, length = struct.unpack_from("<HHI", data, 8)
+    major, minor, length = struct.unpack_from("<HHI", data, 8)
     if major == 1:
         header = json.loads(data[16:16 + length])
         (index_offset,) = struct.unpack_from("<Q", data, len(data) - 16)
@@ -50,7 +50,8 @@ def split(data: bytes) -> tuple[dict, list]:
             chunks.append(data[off:off + 20 + plen])
         return header, chunks
     from semcodec.bitstream.binary import Cursor, decode_header
-    h = decode_header(data[16:16 + length], 0, 0)
+    from semcodec.bitstream.container import FORMAT_VERSION
+    h = decode_header(data[16:16 + length], minor, FORMAT_VERSION[1])
     (isize,) = struct.unpack_from("<I", data, len(data) - 8)
     cur = Cursor(data[len(data) - 8 - isize:len(data) - 8])
     pos, groups = 16 + length + 4, []
@@ -419,7 +420,8 @@ def tiny_model(folder: str, context: bool = True) -> str:
 
 
 def base_stream(codec, folder: str, entropy: str | None = None) -> bytes:
-    """A real 2-group stream (``base.bin``) of a synthetic 0.8 s clip (``clip.mp4``, 96x64)."""
+    """A real 2-group stream (``base.bin``) of a synthetic 0.8 s clip (``clip.mp4``, 96x64), format
+    2.0 (no decoder adaptation: its header is forged into format 1 too)."""
     from semcodec.data import synth
     from semcodec.video import VideoWriter
     clip, tok = f"{folder}/clip.mp4", f"{folder}/base.bin"
@@ -427,7 +429,7 @@ def base_stream(codec, folder: str, entropy: str | None = None) -> bytes:
         with VideoWriter(clip, 25, (64, 96)) as w:
             for f in synth.render(synth.random_scene(3), 20, (64, 96), 25):
                 w.write(f)
-    codec.encode_file(clip, tok, entropy=entropy)
+    codec.encode_file(clip, tok, entropy=entropy, adapt=0)
     with open(tok, "rb") as f:
         return f.read()
 

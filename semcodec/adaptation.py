@@ -49,9 +49,10 @@ def parameters(features) -> list[torch.nn.Parameter]:
 def count(model) -> int:
     """How many parameters a stream adapts for ``model`` (0: it cannot adapt; a head that warps
     each frame from the one before draws no frame alone, so it is not fitted frame by frame)."""
-    if getattr(model.config, "pframe_warp", False):
+    features = getattr(model, "features", None)
+    if features is None or getattr(getattr(model, "config", None), "pframe_warp", False):
         return 0
-    return sum(p.numel() for p in parameters(model.features))
+    return sum(p.numel() for p in parameters(features))
 
 
 def zigzag(v: np.ndarray) -> np.ndarray:

@@ -183,9 +183,9 @@ class Codec:
         """Steps of the decoder adaptation fit (:mod:`semcodec.adaptation`) for an encode with
         ``search`` rounds of token search: ``adaptation.DEFAULT_STEPS`` wherever the search runs on
         a model whose head can adapt (it is the slow, best mode; ``search`` 0 is the fast one), else 0."""
-        if self.renderer is not None or not adaptation.count(self.model):
+        if self._search(search) is None or not adaptation.count(self.model):
             return 0
-        return adaptation.DEFAULT_STEPS if self._search(search) is not None else 0
+        return adaptation.DEFAULT_STEPS
 
     def _adapted(self, header: StreamHeader, records: list[GroupRecord], keep: dict, steps: int) -> StreamHeader:
         """``header`` with the adaptation fitted to ``records`` against the source frames ``keep``

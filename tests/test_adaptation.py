@@ -1,8 +1,6 @@
 """Content-adaptive decoding (``semcodec.adaptation``): the head's biases fitted to a clip, sent in
 its stream (format 2.1), drawn by the decoder; streams without one stay format 2.0."""
 import dataclasses
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -10,22 +8,11 @@ import torch
 
 from semcodec import adaptation
 from semcodec.bitstream import BitstreamError, StreamReader, read_header, read_version
-from semcodec.codec import Codec, CodecError
-from semcodec.video import iter_frames
+from semcodec.codec import CodecError
+from semcodec.stream import TokenStream
+from semcodec.video import Geometry, iter_frames, to_model
 
 from test_bitstream import _rewrite_body, ref_header_v2
-
-
-@pytest.fixture(scope="module")
-def sample(tmp_path_factory):
-    path = tmp_path_factory.mktemp("adapt") / "s.mp4"
-    subprocess.run([sys.executable, "-m", "semcodec", "sample", "-o", str(path)], check=True, capture_output=True)
-    return path
-
-
-@pytest.fixture(scope="module")
-def s128():
-    return Codec.load("s128", "cpu")
 
 
 @pytest.fixture(scope="module")
@@ -37,16 +24,12 @@ def coded(s128, sample, tmp_path_factory):
     header = read_header(plain)
     with StreamReader(plain, context=s128.context_model) as r:
         records = list(r)
-    keep = {}
-    for i, f in enumerate(iter_frames(sample)):
-        if i in adaptation.pick_frames(header.src_frames):
-            from semcodec.video import Geometry, to_model
-            geo = Geometry((header.src_height, header.src_width), (header.scaled_height, header.scaled_width),
-                           (header.padded_height, header.padded_width))
-            keep[i] = to_model(f[None], geo)[0]
+    geo = Geometry((header.src_height, header.src_width), (header.scaled_height, header.scaled_width),
+                   (header.padded_height, header.padded_width))
+    picks = set(adaptation.pick_frames(header.src_frames))
+    keep = {i: to_model(f[None], geo)[0] for i, f in enumerate(iter_frames(sample)) if i in picks}
     ad, info = adaptation.fit(s128.model, header, records, keep, steps=12)
     assert ad is not None and info["mse_after"] < info["mse_before"]
-    from semcodec.stream import TokenStream
     TokenStream(dataclasses.replace(header, adaptation=tuple(int(x) for x in ad.ints), adaptation_step=ad.step),
                 records, context=s128.context_model).save(adapted)
     return plain, adapted, ad
@@ -116,7 +99,6 @@ def test_a_forged_adaptation_is_refused(s128, coded, tmp_path):
     h = read_header(adapted)
     with StreamReader(adapted, context=s128.context_model) as r:
         records = list(r)
-    from semcodec.stream import TokenStream
     short = tmp_path / "short.bin"
     TokenStream(dataclasses.replace(h, adaptation=h.adaptation[:10]), records, context=s128.context_model).save(short)
     with pytest.raises(CodecError) as e:
@@ -166,3 +148,18 @@ def test_info_says_what_a_stream_adapts(coded):
                     f"{len(ad.payload())} bytes (in the container's)"]
     assert "format 2.1" in out
     assert "  adapted   " not in CliRunner().invoke(cli, ["info", str(plain)]).output
+
+
+def test_encode_file_fits_sends_and_decodes_an_adaptation(s128, sample, coded, tmp_path):
+    """The user's path: ``encode_file`` keeps the frames it needs while it codes, fits, prices and
+    writes; the stream decodes closer to the source than the same tokens drawn unadapted."""
+    plain, _, _ = coded
+    out = tmp_path / "enc.bin"
+    s128.encode_file(sample, out, search=0, adapt=12)
+    assert read_version(out) == (2, 1) and read_header(out).adaptation_step in adaptation.STEPS
+    with StreamReader(out, context=s128.context_model) as r1, StreamReader(plain, context=s128.context_model) as r2:
+        assert list(r1) == list(r2)
+    src = np.stack(list(iter_frames(sample)))
+    assert psnr(src, s128.decode(out)) > psnr(src, s128.decode(plain)) + 0.1
+    mem = s128.encode(src, 25.0, search=0, adapt=12)                 # frames in memory: the same stream
+    assert mem.header == read_header(out)

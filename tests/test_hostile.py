@@ -356,7 +356,8 @@ def test_stale_temp_files_of_killed_runs_are_swept(d, tmp_path):
 def test_sigkilled_encode_leaves_nothing_a_later_run_keeps(d, tmp_path):
     """Kill encodes at once; then one more encode to the same name: only its output remains."""
     model, clip, out = str(d / "tiny.safetensors"), str(d / "clip.mp4"), tmp_path / "t.bin"
-    cmd = [sys.executable, "-m", "semcodec", "encode", clip, "-o", str(out), "--model", model]
+    # --adapt 0: the streaming writer, whose temporary file exists from the first group on
+    cmd = [sys.executable, "-m", "semcodec", "encode", clip, "-o", str(out), "--model", model, "--adapt", "0"]
     p = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while not any(n.startswith(".t.bin.") for n in os.listdir(tmp_path)) and time.time() < deadline \

@@ -12,13 +12,6 @@ from semcodec.video import iter_frames, probe
 from semcodec.zoo import OPERATING_POINTS
 
 
-@pytest.fixture(scope="module")
-def sample(tmp_path_factory):
-    path = tmp_path_factory.mktemp("rate") / "s.mp4"
-    subprocess.run([sys.executable, "-m", "semcodec", "sample", "-o", str(path)], check=True, capture_output=True)
-    return path
-
-
 def test_semantic_rate_scales_tokens_and_round_trips(sample, tmp_path):
     codec = Codec.load(None, "cpu")
     info = probe(sample)

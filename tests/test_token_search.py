@@ -11,18 +11,6 @@ from semcodec.token_search import GroupRate, TokenSearch
 from semcodec.video import iter_frames, probe, semantic_source_index, to_model
 
 
-@pytest.fixture(scope="module")
-def sample(tmp_path_factory):
-    path = tmp_path_factory.mktemp("search") / "s.mp4"
-    subprocess.run([sys.executable, "-m", "semcodec", "sample", "-o", str(path)], check=True, capture_output=True)
-    return path
-
-
-@pytest.fixture(scope="module")
-def s128():
-    return Codec.load("s128", "cpu")
-
-
 def first_group(codec, path):
     """The first group of ``path`` as the encoder sees it: ``T x H x W x 3`` in [-1, 1], its
     geometry, the header and the encoder's ids (computed once per module)."""
