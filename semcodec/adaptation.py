@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .bitstream.entropy import decode_deltas, encode_deltas, unzigzag, zigzag  # noqa: F401 (the field's coding)
+
 DEFAULT_STEPS = 24               # Adam steps of the fit (0: no adaptation)
 DEFAULT_LR = 2e-3
 ROWS_PER_STEP = 8                # source frames scored per step
@@ -32,8 +34,6 @@ MAX_TARGETS = 96                 # source frames kept for the fit, spread over t
 STEP_EXPONENT = 5                # deltas rounded to multiples of 2**-5 where no price is given
 STEPS = (4, 5, 6)                # the roundings the encoder prices
 MAX_PARAMS = 1 << 16
-ALPHABET = 256                   # zigzag(delta) in [0, 256): deltas in [-128, 127] steps
-CODER_PARAMS = {"coder": "rans32", "precision": 24, "init": "uniform", "block": 16, "increment": 16}
 
 
 def parameters(features) -> list[torch.nn.Parameter]:
@@ -53,27 +53,6 @@ def count(model) -> int:
     if features is None or getattr(getattr(model, "config", None), "pframe_warp", False):
         return 0
     return sum(p.numel() for p in parameters(features))
-
-
-def zigzag(v: np.ndarray) -> np.ndarray:
-    v = np.asarray(v, dtype=np.int64)
-    return np.where(v >= 0, 2 * v, -2 * v - 1)
-
-
-def unzigzag(s: np.ndarray) -> np.ndarray:
-    s = np.asarray(s, dtype=np.int64)
-    return np.where(s % 2 == 0, s // 2, -(s + 1) // 2)
-
-
-def encode_deltas(ints: np.ndarray) -> bytes:
-    """Integer deltas in [-128, 127] -> the field's payload (adaptive rANS over their zigzag)."""
-    from .bitstream.entropy import TokenCoder
-    return TokenCoder("adaptive", ALPHABET, CODER_PARAMS).encode(zigzag(ints))
-
-
-def decode_deltas(payload: bytes, n: int) -> np.ndarray:
-    from .bitstream.entropy import TokenCoder
-    return unzigzag(TokenCoder("adaptive", ALPHABET, CODER_PARAMS).decode(payload, n))
 
 
 @dataclass(frozen=True)

@@ -195,7 +195,7 @@ def stream_stats(path) -> dict:
 def _adaptation_stats(h) -> dict | None:
     if not h.adaptation:
         return None
-    from .adaptation import encode_deltas
+    from .bitstream.entropy import encode_deltas
     ints = np.asarray(h.adaptation, dtype=np.int64)
     return {"parameters": len(ints), "step": 2.0 ** -h.adaptation_step, "changed": int((ints != 0).sum()),
             "bytes": len(encode_deltas(ints))}

@@ -13,7 +13,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from .entropy import CODER, PRECISION, PayloadError, fixed_bits
+from .entropy import CODER, PRECISION, PayloadError, decode_deltas, encode_deltas, fixed_bits
 from .header import MAX_ADAPTED, HeaderError, StreamHeader, count_groups
 
 HASH_BYTES = 16                 # hashes are stored as the first 16 bytes of their SHA-256
@@ -145,7 +145,6 @@ def encode_header(h: StreamHeader) -> bytes:
         for key in ("link", "iframe_rows", "pframe_rows"):
             put_varint(out, p[key])
     if h.adaptation:                           # format 2.1: the stream's minor says it is there
-        from ..adaptation import encode_deltas
         payload = encode_deltas(np.asarray(h.adaptation, dtype=np.int64))
         put_varint(out, len(h.adaptation))
         out.append(h.adaptation_step)
@@ -216,7 +215,6 @@ def decode_header(body: bytes, minor: int, known_minor: int) -> StreamHeader:
         if not 1 <= step <= 24:
             raise HeaderError(f"field 'adaptation_step' must be 1..24, got {step}")
         size = c.varint("adaptation payload", 1, c.left())
-        from ..adaptation import decode_deltas
         try:
             f["adaptation"] = tuple(int(x) for x in decode_deltas(c.take(size, "adaptation payload"), n))
         except (PayloadError, ValueError) as e:

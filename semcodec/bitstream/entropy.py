@@ -385,3 +385,27 @@ class TokenCoder:
                 self._update(c, out[s:s + m])
             return out
         return ans_decode(payload, draw)
+
+
+# the decoder adaptation's field (docs/bitstream.md 3.3): signed deltas as adaptive-coded zigzags
+DELTA_ALPHABET = 256             # zigzag(delta) in [0, 256): deltas in [-128, 127]
+DELTA_CODER = {"coder": "rans32", "precision": 24, "init": "uniform", "block": 16, "increment": 16}
+
+
+def zigzag(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, dtype=np.int64)
+    return np.where(v >= 0, 2 * v, -2 * v - 1)
+
+
+def unzigzag(s: np.ndarray) -> np.ndarray:
+    s = np.asarray(s, dtype=np.int64)
+    return np.where(s % 2 == 0, s // 2, -(s + 1) // 2)
+
+
+def encode_deltas(ints: np.ndarray) -> bytes:
+    """Integer deltas in [-128, 127] -> the field's payload (adaptive rANS over their zigzag)."""
+    return TokenCoder("adaptive", DELTA_ALPHABET, DELTA_CODER).encode(zigzag(ints))
+
+
+def decode_deltas(payload: bytes, n: int) -> np.ndarray:
+    return unzigzag(TokenCoder("adaptive", DELTA_ALPHABET, DELTA_CODER).decode(payload, n))
