@@ -23,6 +23,18 @@ def sample(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def short_sample(sample, tmp_path_factory):
+    """The sample's first 40 frames (1.6 s: two groups of ``s128``), for tests of the slow encode
+    paths (token search, decoder adaptation), which cost about a minute per second of video here."""
+    import numpy as np
+
+    from semcodec.video import iter_frames, probe, write_video
+    path = tmp_path_factory.mktemp("short") / "short.mp4"
+    write_video(path, np.stack(list(iter_frames(sample)))[:40], probe(sample).fps)
+    return path
+
+
 @pytest.fixture(scope="module")
 def s128():
     """The shipped default codec, loaded once per test module."""

@@ -53,9 +53,17 @@ def clip(tmp_path_factory):
     return str(p)
 
 
-def test_readme_example_runs_as_written_and_matches_the_cli(capsys, tmp_path, monkeypatch):
+@pytest.mark.parametrize("encoder", [pytest.param("search-off", id="search-off"),
+                                     pytest.param("default", id="default", marks=pytest.mark.slow)])
+def test_readme_example_runs_as_written_and_matches_the_cli(capsys, tmp_path, monkeypatch, encoder):
     """The README's Python block, unchanged, next to the sample clip: frames in memory -> bytes ->
-    back -> frames; its bytes are those `semcodec encode` writes for the same video."""
+    back -> frames; its bytes are those `semcodec encode` writes for the same video.
+    ``default`` runs it with the encoder's defaults (token search and decoder adaptation: two
+    encodes of about four minutes each on 2 cores, so in the slow suite); ``search-off`` with the
+    codec's default search rounds set to 0, in the API and the CLI alike (the search and the
+    adaptation have their own tests, on a short clip)."""
+    if encoder == "search-off":
+        monkeypatch.setattr(semcodec.Codec, "search_steps", property(lambda self: 0))
     monkeypatch.chdir(tmp_path)
     assert run(capsys, "sample", "-o", "sample.mp4")[0] == 0
     scope: dict = {}
