@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .bitstream.entropy import decode_deltas, encode_deltas, unzigzag, zigzag  # noqa: F401 (the field's coding)
+from .bitstream.entropy import encode_deltas
 
 DEFAULT_STEPS = 24               # Adam steps of the fit (0: no adaptation)
 DEFAULT_LR = 2e-3
