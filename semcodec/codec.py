@@ -95,6 +95,7 @@ class Codec:
         self._search_steps: int | None = None       # rounds of encoder-side token search (search_steps)
         self.search_options: dict = {}              # more TokenSearch arguments (rate_slope, relax_steps, ...)
         self._context = None
+        self._contexts = None
         self._token_search = None
 
     @classmethod
@@ -158,6 +159,17 @@ class Codec:
             from .bitstream.context import find_context_model
             self._context = find_context_model(self.weights_path, self.content_hash) or False
         return self._context or None
+
+    @property
+    def context_models(self) -> tuple:
+        """Every context model shipped beside the weights for this model: :attr:`context_model`
+        (what new streams are coded with) first, then the earlier ones its older streams name
+        (``NAME.context.HASH.safetensors``). Reading picks the one a stream names."""
+        if self._contexts is None:
+            from .bitstream.context import find_context_models
+            self._contexts = (find_context_models(self.weights_path, self.content_hash)
+                              if self.weights_path is not None and self.context_model is not None else ())
+        return self._contexts
 
     @property
     def token_hashes(self) -> tuple[str, ...]:
@@ -545,16 +557,17 @@ class Codec:
     def read_stream(self, src) -> TokenStream:
         """A token stream (a path, a binary file object or bytes), its groups decoded with this
         model's token prior."""
+        context = self.context_models or None
         if isinstance(src, TokenStream):
-            return src.with_prior(self.prior, self.context_model)
+            return src.with_prior(self.prior, context)
         if isinstance(src, (bytes, bytearray, memoryview)):
-            return TokenStream.from_bytes(src, self.prior, context=self.context_model)
-        return TokenStream.load(src, self.prior, context=self.context_model)
+            return TokenStream.from_bytes(src, self.prior, context=context)
+        return TokenStream.load(src, self.prior, context=context)
 
     def _reader(self, src):
         """``(reader, owned)``: something with ``header``, ``size`` and ``read_group`` for ``src``."""
         if isinstance(src, (str, Path)):
-            return StreamReader(src, prior_counts=self.prior, context=self.context_model), True
+            return StreamReader(src, prior_counts=self.prior, context=self.context_models or None), True
         if isinstance(src, StreamReader):
             return src, False
         return self.read_stream(src), False

@@ -147,7 +147,7 @@ class TokenStream:
             groups = None if missing else list(r)
             if data is None:
                 data = Path(path).read_bytes()
-        return cls(h, groups, prior, data, context)
+        return cls(h, groups, prior, data, r.context or context)
 
     def save(self, dst) -> None:
         """Write the stream to a path (atomically) or to a binary file object."""
@@ -221,14 +221,19 @@ def verify_stream(path, model: str | None = None) -> dict:
         if weights is None or not weights.is_file():
             raise ModelError(f"no such model file: {model}")
         if needs_context:
-            from .bitstream.context import ContextModel, context_path
-            cpath = context_path(weights)
-            if not cpath.is_file():
-                raise ModelError(f"model {weights.name} has no context model beside it ({cpath.name})")
-            try:
-                context = ContextModel.load(cpath)
-            except ValueError as e:
-                raise ModelError(f"cannot load context model {cpath}: {e}") from None
+            from .bitstream.context import ContextModel, context_path, context_paths, pick_context
+            paths = context_paths(weights)
+            if not paths:
+                raise ModelError(f"model {weights.name} has no context model beside it ({context_path(weights).name})")
+            for cpath in paths:     # the one the stream names; else the first, whose hash the error gives
+                try:
+                    context = ContextModel.load(cpath)
+                except ValueError as e:
+                    raise ModelError(f"cannot load context model {cpath}: {e}") from None
+                if pick_context(context, h.entropy_params["context_sha256"]) is not None:
+                    break
+            else:
+                cpath, context = paths[0], ContextModel.load(paths[0])
             using = f"context model {cpath.name} ({context.hash[:12]})"
         else:
             from safetensors import SafetensorError, safe_open

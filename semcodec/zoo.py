@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .bitstream.context import is_context_file
 from .checkpoint import Checkpoint, load_checkpoint
 from .errors import ModelError
 from .presets import list_presets
@@ -34,7 +35,7 @@ def operating_point(model: str | Path | None) -> tuple[str | Path | None, float 
 
 
 def shipped_models() -> list[str]:
-    # NAME.context.safetensors beside NAME.safetensors is NAME's entropy model, not a model
+    # NAME.context[.HASH].safetensors beside NAME.safetensors are NAME's entropy models, not models
     return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors") if "." not in p.stem)
 
 
@@ -57,7 +58,7 @@ def checkpoint_in(folder: Path) -> Path:
     """The checkpoint a model folder holds: ``model.safetensors``, or its only ``*.safetensors``."""
     if (folder / "model.safetensors").is_file():
         return folder / "model.safetensors"
-    files = sorted(p for p in folder.glob("*.safetensors") if not p.name.endswith(".context.safetensors"))
+    files = sorted(p for p in folder.glob("*.safetensors") if not is_context_file(p))
     if len(files) != 1:
         raise ModelError(f"no model in {folder}: a model folder holds model.safetensors "
                          f"({'no' if not files else len(files)} other .safetensors files found)")

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from semcodec.bitstream import GroupRecord, StreamReader, StreamWriter
-from semcodec.bitstream.context import (ContextCoder, ContextModel, GroupLayout, context_path, lattice_shape,
-                                        pass_map)
+from semcodec.bitstream.context import (ContextCoder, ContextModel, GroupLayout, context_path, context_paths,
+                                        lattice_shape, pass_map)
 from semcodec.bitstream.context_train import random_model
 from test_bitstream import MODEL_HASH, make_header, ref_ans_decode, ref_ans_encode, ref_cdf
 
@@ -352,3 +352,47 @@ def test_writer_refuses_a_context_model_of_another_codebook(tmp_path):
     with pytest.raises(ValueError, match="format 1 has no context mode"):
         StreamWriter(tmp_path / "x.bin", h, context=random_model(256, 4, MODEL_HASH), version=1)
     assert os.listdir(tmp_path) == []
+
+
+def test_streams_of_a_retired_context_model_still_decode(tmp_path):
+    """A model's context model retrained: the new one codes new streams, the old one kept beside it
+    as ``NAME.context.HASH.safetensors`` decodes the streams coded with it (codec, reader and
+    ``semcodec info --verify`` alike); a stream naming neither fails with the hashes it was given."""
+    from bench.fuzz_streams import base_stream, tiny_model
+    from semcodec.bitstream import BitstreamError
+    from semcodec.codec import Codec
+    from semcodec.stream import verify_stream
+    model = tiny_model(str(tmp_path))
+    old_codec = Codec.load(model, "cpu")
+    old = old_codec.context_model
+    data = base_stream(old_codec, str(tmp_path))
+    want = [g.tokens for g in old_codec.read_stream(data).groups]
+    video = old_codec.decode(old_codec.read_stream(data))
+    # retire it: the old file renamed by its hash, a retrained one in its place
+    cur = tmp_path / "tiny.context.safetensors"
+    cur.rename(tmp_path / f"tiny.context.{old.hash[:16]}.safetensors")
+    new = random_model(old.codebook_size, old.tensors["codebook"].shape[1], old.model_hash, seed=9,
+                       patch=old.config["patch"])
+    new.save(cur)
+    codec = Codec.load(model, "cpu")
+    assert codec.context_model.hash == new.hash != old.hash
+    assert [m.hash for m in codec.context_models] == [new.hash, old.hash]
+    ts = codec.read_stream(data)
+    assert [g.tokens.tolist() for g in ts.groups] == [t.tolist() for t in want]
+    assert np.array_equal(codec.decode(ts), video)
+    (tmp_path / "old.bin").write_bytes(data)
+    with StreamReader(tmp_path / "old.bin", context=codec.context_models) as r:
+        assert r.context.hash == old.hash and [g.tokens.tolist() for g in r] == [t.tolist() for t in want]
+    info = verify_stream(tmp_path / "old.bin", model)
+    assert info["entropy_model"] == f"context model tiny.context.{old.hash[:16]}.safetensors ({old.hash[:12]})"
+    # new streams are coded with the new model, which the old one cannot read
+    fresh = tmp_path / "fresh.bin"
+    codec.encode_file(tmp_path / "clip.mp4", fresh, adapt=0)
+    with StreamReader(fresh, context=codec.context_models) as r:
+        assert r.context.hash == new.hash
+    with pytest.raises(BitstreamError, match=rf"coded with a different context model than the one given \(context "
+                                             rf"{new.hash[:16]} in the file, {old.hash[:16]} given\)"):
+        StreamReader(fresh, context=old)
+    assert [p.name for p in context_paths(model)] == ["tiny.context.safetensors", f"tiny.context.{old.hash[:16]}.safetensors"]
+    from semcodec.zoo import checkpoint_in
+    assert checkpoint_in(tmp_path).name == "tiny.safetensors"

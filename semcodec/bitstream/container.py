@@ -359,10 +359,11 @@ class StreamReader:
     """Random-access reader: validates magic, version, header checksum and the index on open;
     ``read_group(i)`` decodes group ``i`` and checks its CRC32. ``prior_counts`` (the model's
     token frequencies) is needed to decode streams coded with the prior, ``context`` (a
-    ``context.ContextModel``) streams coded by context; without them the header and
-    ``group_sizes()`` still work and ``read_group`` raises a BitstreamError saying so. A group of
-    a context stream linked to the one before it needs that one decoded first: ``read_group``
-    does so (the last decoded group is kept)."""
+    ``context.ContextModel``, or a sequence of them: the one the stream names is used) streams
+    coded by context; without them the header and ``group_sizes()`` still work and
+    ``read_group`` raises a BitstreamError saying so. A group of a context stream linked to the
+    one before it needs that one decoded first: ``read_group`` does so (the last decoded group is
+    kept)."""
 
     def __init__(self, path, prior_counts: np.ndarray | None = None, context=None):
         self.path = Path(path)
@@ -388,6 +389,7 @@ class StreamReader:
         self._check_payload_sizes()
         self._check_work()
         self._coder, self._context, self._missing, self._cache = None, None, None, None
+        self.context = None             # the context model that decodes the groups (context mode)
         h, params = self.header, self.header.entropy_params
         if h.entropy_mode == "context":
             self._open_context(context)
@@ -410,19 +412,21 @@ class StreamReader:
             raise BitstreamError(f"{name} has an invalid file header: {e}") from None
 
     def _open_context(self, context) -> None:
-        from .context import ContextCoder
+        from .context import ContextCoder, pick_context
         h, name, p = self.header, self._name, self.header.entropy_params
         if context is None:
             self._missing = (f"{name} is entropy-coded with a context model (mode 'context'); it "
                              f"cannot be decoded without it")
             return
-        if (not any(digest_matches(d, p["context_sha256"]) for d in context.hashes)
-                or context.codebook_size != h.codebook_size):
+        chosen = pick_context(context, p["context_sha256"])
+        if chosen is None or chosen.codebook_size != h.codebook_size:
+            given = ", ".join(m.hash[:16] for m in (context if isinstance(context, (list, tuple)) else (context,)))
             raise BitstreamError(
                 f"{name} was coded with a different context model than the one given (context "
-                f"{p['context_sha256'][:16]} in the file, {context.hash[:16]} given); decode it with "
+                f"{p['context_sha256'][:16]} in the file, {given} given); decode it with "
                 f"the model it was made with: {h.model_name} {h.model_hash[:16]}")
-        self._context = ContextCoder(context, context.layout_for(h))
+        self.context = chosen
+        self._context = ContextCoder(chosen, chosen.layout_for(h))
 
     def _open_index_v1(self) -> None:
         f, name, size = self._f, self._name, self.size

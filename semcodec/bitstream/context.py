@@ -437,8 +437,27 @@ def quantize_rows(counts: np.ndarray) -> np.ndarray:
 def context_path(weights_path) -> Path:
     """Where a model's context model lives: ``NAME.context.safetensors`` beside ``NAME.safetensors``."""
     p = Path(weights_path)
-    stem = p.name[:-len(".safetensors")] if p.name.endswith(".safetensors") else p.name
-    return p.with_name(stem + ".context.safetensors")
+    return p.with_name(_stem(p) + ".context.safetensors")
+
+
+def _stem(p: Path) -> str:
+    return p.name[:-len(".safetensors")] if p.name.endswith(".safetensors") else p.name
+
+
+def context_paths(weights_path) -> list[Path]:
+    """Every context model file beside a model file: ``NAME.context.safetensors`` (the one new
+    streams are coded with) first, then the earlier ones kept so that the streams coded with them
+    still decode, ``NAME.context.HASH.safetensors`` (``HASH``: the first 16 hex digits of theirs),
+    in name order. Only the files that exist."""
+    p = Path(weights_path)
+    first = context_path(p)
+    older = sorted(q for q in p.parent.glob(_stem(p) + ".context.*.safetensors") if q != first)
+    return ([first] if first.is_file() else []) + older
+
+
+def is_context_file(path) -> bool:
+    """Whether a ``.safetensors`` file name is a context model's (``NAME.context[.HASH].safetensors``)."""
+    return ".context." in Path(path).name
 
 
 def find_context_model(weights_path, content_hash: str) -> ContextModel | None:
@@ -449,6 +468,21 @@ def find_context_model(weights_path, content_hash: str) -> ContextModel | None:
         return None
     model = ContextModel.load(cand)
     return model if model.model_hash == content_hash else None
+
+
+def find_context_models(weights_path, content_hash: str) -> tuple[ContextModel, ...]:
+    """Every context model beside a model file that was trained for it (``context_paths`` order:
+    the one to code with first); a damaged one raises ValueError."""
+    models = (ContextModel.load(p) for p in context_paths(weights_path))
+    return tuple(m for m in models if m.model_hash == content_hash)
+
+
+def pick_context(context, digest: str):
+    """Of ``context`` (a ContextModel or a sequence of them), the one that decodes streams whose
+    header names ``digest`` (its own hash or one it was rebound from); None when none does."""
+    from .entropy import digest_matches
+    models = context if isinstance(context, (list, tuple)) else (context,)
+    return next((m for m in models if any(digest_matches(d, digest) for d in m.hashes)), None)
 
 
 # --------------------------------------------------------------------------------------------

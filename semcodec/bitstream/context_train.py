@@ -357,12 +357,16 @@ def main(argv=None) -> int:
     e.add_argument("--minutes", type=float, default=9.0)
     e.add_argument("--model", default=None)
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--fps-choices", type=float, nargs="+", default=[2.0, 4.0, 4.0, 8.0],
+                   help="semantic frame rates drawn per clip (repeat one to weight it)")
     e.add_argument("-o", "--out", required=True)
     t = sub.add_parser("train", help="fit the context model to extracted token streams")
     t.add_argument("tokens")
     t.add_argument("--minutes", type=float, default=15.0, help="CPU minutes, features and export included")
     t.add_argument("--model", default=None)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--hidden", type=int, nargs=2, default=[256, 256], help="widths of the two hidden layers")
+    t.add_argument("--query", type=int, default=32, help="width of the query and the code embeddings")
     t.add_argument("-o", "--out", required=True)
     r = sub.add_parser("rebind", help="the context model of a model with the same tokens (decoder-only training)")
     r.add_argument("context", help="the context model file of --source")
@@ -373,10 +377,10 @@ def main(argv=None) -> int:
     try:
         if a.cmd == "extract":
             t0 = time.process_time()
-            n = extract(a.data, a.groups, a.minutes, a.out, a.model, a.seed)
+            n = extract(a.data, a.groups, a.minutes, a.out, a.model, a.seed, tuple(a.fps_choices))
             print(f"{n} groups -> {a.out} ({time.process_time() - t0:.0f} CPU s)")
         elif a.cmd == "train":
-            train(a.tokens, a.out, a.minutes, a.model, a.seed)
+            train(a.tokens, a.out, a.minutes, a.model, a.seed, tuple(a.hidden), a.query)
         else:
             print(f"{a.out}: context model {rebind(a.context, a.source, a.model, a.out)[:16]} for {a.model}")
     except (ValueError, OSError) as err:
