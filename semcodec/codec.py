@@ -166,9 +166,9 @@ class Codec:
         (what new streams are coded with) first, then the earlier ones its older streams name
         (``NAME.context.HASH.safetensors``). Reading picks the one a stream names."""
         if self._contexts is None:
-            from .bitstream.context import find_context_models
-            self._contexts = (find_context_models(self.weights_path, self.content_hash)
-                              if self.weights_path is not None and self.context_model is not None else ())
+            from .bitstream.context import older_context_models
+            self._contexts = ((self.context_model, *older_context_models(self.weights_path, self.content_hash))
+                              if self.context_model is not None else ())
         return self._contexts
 
     @property

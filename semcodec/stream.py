@@ -225,15 +225,15 @@ def verify_stream(path, model: str | None = None) -> dict:
             paths = context_paths(weights)
             if not paths:
                 raise ModelError(f"model {weights.name} has no context model beside it ({context_path(weights).name})")
-            for cpath in paths:     # the one the stream names; else the first, whose hash the error gives
+            loaded = {}
+            for cpath in paths:
                 try:
-                    context = ContextModel.load(cpath)
+                    loaded[cpath] = ContextModel.load(cpath)
                 except ValueError as e:
                     raise ModelError(f"cannot load context model {cpath}: {e}") from None
-                if pick_context(context, h.entropy_params["context_sha256"]) is not None:
-                    break
-            else:
-                cpath, context = paths[0], ContextModel.load(paths[0])
+            # the one the stream names; else the current one, whose hash the reader's error gives
+            cpath = next((p for p, m in loaded.items() if pick_context(m, h.entropy_params["context_sha256"])), paths[0])
+            context = loaded[cpath]
             using = f"context model {cpath.name} ({context.hash[:12]})"
         else:
             from safetensors import SafetensorError, safe_open

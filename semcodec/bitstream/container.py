@@ -412,7 +412,7 @@ class StreamReader:
             raise BitstreamError(f"{name} has an invalid file header: {e}") from None
 
     def _open_context(self, context) -> None:
-        from .context import ContextCoder, pick_context
+        from .context import ContextCoder, as_models, pick_context
         h, name, p = self.header, self._name, self.header.entropy_params
         if context is None:
             self._missing = (f"{name} is entropy-coded with a context model (mode 'context'); it "
@@ -420,7 +420,7 @@ class StreamReader:
             return
         chosen = pick_context(context, p["context_sha256"])
         if chosen is None or chosen.codebook_size != h.codebook_size:
-            given = ", ".join(m.hash[:16] for m in (context if isinstance(context, (list, tuple)) else (context,)))
+            given = ", ".join(m.hash[:16] for m in as_models(context))
             raise BitstreamError(
                 f"{name} was coded with a different context model than the one given (context "
                 f"{p['context_sha256'][:16]} in the file, {given} given); decode it with "

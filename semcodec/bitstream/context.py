@@ -470,19 +470,24 @@ def find_context_model(weights_path, content_hash: str) -> ContextModel | None:
     return model if model.model_hash == content_hash else None
 
 
-def find_context_models(weights_path, content_hash: str) -> tuple[ContextModel, ...]:
-    """Every context model beside a model file that was trained for it (``context_paths`` order:
-    the one to code with first); a damaged one raises ValueError."""
-    models = (ContextModel.load(p) for p in context_paths(weights_path))
+def older_context_models(weights_path, content_hash: str) -> tuple[ContextModel, ...]:
+    """The retired context models beside a model file that were trained for it
+    (``NAME.context.HASH.safetensors``, ``context_paths`` order); a damaged one raises ValueError."""
+    current = context_path(weights_path)
+    models = (ContextModel.load(p) for p in context_paths(weights_path) if p != current)
     return tuple(m for m in models if m.model_hash == content_hash)
+
+
+def as_models(context) -> tuple:
+    """``context`` (a ContextModel or a sequence of them) as a tuple."""
+    return tuple(context) if isinstance(context, (list, tuple)) else (context,)
 
 
 def pick_context(context, digest: str):
     """Of ``context`` (a ContextModel or a sequence of them), the one that decodes streams whose
     header names ``digest`` (its own hash or one it was rebound from); None when none does."""
     from .entropy import digest_matches
-    models = context if isinstance(context, (list, tuple)) else (context,)
-    return next((m for m in models if any(digest_matches(d, digest) for d in m.hashes)), None)
+    return next((m for m in as_models(context) if any(digest_matches(d, digest) for d in m.hashes)), None)
 
 
 # --------------------------------------------------------------------------------------------
