@@ -1,7 +1,7 @@
 """The renderer against the direct decode: time per 4 s clip, sharpness, evaluator scores, seams.
 
 ``python -m bench.renderer --model world --renderer WEIGHTS [--clips 20] [--steps N] [--threads 2]
-[--out results/renderer.json]``
+[--detail D [D ...]] [--out results/renderer.json]``
 
 Renders ``--clips`` clips of a split of the captioned world (4 s at 8 fps, 128 x 192, written as
 lossless H.264 and coded as ``semcodec encode`` does), then decodes each stream twice: with the
@@ -19,6 +19,12 @@ model's own decoder and with the diffusion renderer (``Codec.renderer``, as ``se
 - continuity at the semantic rate (groups cross-faded as the codec does): mean |frame difference|
   where a group's new frames begin, over the mean inside groups, for the source, the direct
   decode and the renderer.
+
+A residual renderer adds ``detail`` x the detail it draws to the direct decode. Its sampling chain
+does not depend on ``detail`` (each group continues the one before as drawn), so with several
+``--detail`` values each group is drawn once, at the first, and the others are the same groups
+recombined (``DiffusionRenderer.parts``): the frames ``--renderer`` decodes at that detail, and
+columns ``renderer@D`` in the table.
 """
 from __future__ import annotations
 
@@ -39,13 +45,27 @@ def gradient_magnitude(frames: np.ndarray) -> float:
     return float(np.sqrt(dx * dx + dy * dy).mean())
 
 
+class Replay:
+    """A residual renderer's recorded groups (direct decode, drawn detail) recombined at ``detail``,
+    as ``DiffusionRenderer.render`` combines them."""
+
+    def __init__(self, parts, detail: float):
+        self.parts, self.detail = iter(parts), detail
+
+    def decode_group(self, tokens, size):
+        base, drawn = next(self.parts)
+        return (base + self.detail * drawn).clamp(-1, 1)[0]
+
+
 class Recording:
     """A renderer (``Codec.renderer``) that passes each group to ``fn`` and keeps what it returns, so
-    one decode gives both the output frames and the groups' frames for the continuity measure."""
+    one decode gives both the output frames and the groups' frames for the continuity measure.
+    ``scale``: the frames ``fn`` draws per pixel the tokenizer codes, along each axis (the codec
+    reads it to size them: a renderer's 2 x frames taken at 1 x are their top-left quarter)."""
     steps, on_step = 1, None
 
-    def __init__(self, fn):
-        self.fn, self.groups = fn, []
+    def __init__(self, fn, scale: int = 1):
+        self.fn, self.groups, self.scale = fn, [], scale
 
     def decode_group(self, tokens, size):
         out = self.fn(tokens, size)
@@ -91,6 +111,9 @@ def main(argv=None) -> dict:
                    help="start from the direct decode noised to this level, in (0, 1] [default: the renderer's]")
     p.add_argument("--spacing", choices=["trailing", "linspace"], default=None,
                    help="sampling timesteps [default: the renderer's]")
+    p.add_argument("--detail", type=float, nargs="+", default=None,
+                   help="a residual renderer's share of its drawn detail, in [0, 1]; several: one column each "
+                        "[default: the renderer's]")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="results/renderer.json")
@@ -105,25 +128,39 @@ def main(argv=None) -> dict:
     from semcodec.video import semantic_source_index
     codec = Codec.load(a.model, "cpu")
     renderer = load_renderer(codec, weights=a.renderer, steps=a.steps, seed=a.seed, strength=a.strength,
-                             spacing=a.spacing)
+                             spacing=a.spacing, detail=a.detail[0] if a.detail else None)
+    if a.detail and len(a.detail) > 1 and not renderer.cfg.residual_scale:
+        p.error("several --detail values need a residual renderer (residual_scale > 0)")
+    extra = [f"renderer@{d:g}" for d in (a.detail or [])[1:]]
     fps = FPS
     size = tuple(int(x) for x in a.size.split("x"))
     n_frames = int(round(a.seconds * fps))
-    src, decoded, rendered, targets, times = [], [], [], [], {"direct": 0.0, "renderer": 0.0}
+    src, targets, times = [], [], {"direct": 0.0, "renderer": 0.0}
+    outs = {n: [] for n in ["direct", "renderer"] + extra}
     cpu = dict(times)
-    cont = {"source": [], "direct": [], "renderer": []}
+    cont = {n: [] for n in ["source", "direct", "renderer"] + extra}
     with tempfile.TemporaryDirectory() as tmp:
         for i, (scene, video) in enumerate(split_clips(a.split, a.clips, a.start, n_frames, size, fps)):
             path, stream = Path(tmp) / f"{i}.mp4", Path(tmp) / f"{i}.bin"
             write_video(path, video, fps)
             codec.encode_file(path, stream, entropy="adaptive")
             renderer.reset()
-            for name, fn, bucket in (("direct", direct(codec), decoded), ("renderer", renderer.decode_group, rendered)):
-                codec.renderer = rec = Recording(fn)
+            parts = []
+
+            def drawn(tokens, size):
+                out = renderer.decode_group(tokens, size)
+                parts.append(renderer.parts)
+                return out
+            decodes = [("direct", direct(codec)), ("renderer", drawn)]
+            decodes += [(n, lambda d=d: Replay(parts, d).decode_group) for n, d in zip(extra, (a.detail or [])[1:])]
+            for name, fn in decodes:
+                fn = fn() if name in extra else fn
+                codec.renderer = rec = Recording(fn, 1 if name == "direct" else renderer.scale)
                 t0, c0 = time.perf_counter(), time.process_time()
-                bucket.append(np.stack(list(codec.iter_decode(str(stream)))))     # with the model's prior
-                times[name] += time.perf_counter() - t0
-                cpu[name] += time.process_time() - c0
+                outs[name].append(np.stack(list(codec.iter_decode(str(stream)))))     # with the model's prior
+                if name in times:
+                    times[name] += time.perf_counter() - t0
+                    cpu[name] += time.process_time() - c0
                 codec.renderer = None
                 with StreamReader(stream) as reader:
                     header = reader.header
@@ -134,11 +171,12 @@ def main(argv=None) -> dict:
             src.append(video)
             targets.append(scene.to_dict())
     sharp = {n: float(np.mean([gradient_magnitude(d) / gradient_magnitude(s) for d, s in zip(v, src)]))
-             for n, v in (("direct", decoded), ("renderer", rendered))}
-    reports = {n: evaluate(v, targets, fps) for n, v in (("source", src), ("direct", decoded), ("renderer", rendered))}
+             for n, v in outs.items()}
+    reports = {n: evaluate(v, targets, fps) for n, v in ({"source": src} | outs).items()}
     c = {n: {k: float(np.nanmean([x[k] for x in v])) for k in ("boundary", "within", "ratio")} for n, v in cont.items()}
     doc = {"name": "renderer", "model": codec.name, "model_hash": codec.content_hash, "renderer": a.renderer,
            "steps": renderer.steps, "strength": renderer.strength, "spacing": renderer.spacing,
+           "detail": renderer.detail, "details": list(a.detail or [renderer.detail]),
            "sampler": renderer.sampler,
            "threads": a.threads, "clips": a.clips,
            "split": a.split, "seconds": a.seconds, "size": list(size),
@@ -149,17 +187,17 @@ def main(argv=None) -> dict:
                           for d in DIMENSIONS}}
     print(f"{a.clips} {a.split} clips of {a.seconds:g} s at {size[0]}x{size[1]}; tokenizer {codec.name} "
           f"({codec.content_hash[:12]}); renderer {renderer.steps} {renderer.sampler} steps ({renderer.spacing}) from "
-          f"strength {renderer.strength:g}, {a.threads} threads")
+          f"strength {renderer.strength:g}, detail {renderer.detail:g}, {a.threads} threads")
     print(f"seconds per clip (wall): direct {doc['seconds_per_clip']['direct']:.2f}, renderer "
           f"{doc['seconds_per_clip']['renderer']:.2f}; CPU seconds (all threads): direct "
           f"{doc['cpu_seconds_per_clip']['direct']:.2f}, renderer {doc['cpu_seconds_per_clip']['renderer']:.2f}")
-    print(f"sharpness (mean gradient magnitude / source's): direct {sharp['direct']:.3f}, "
-          f"renderer {sharp['renderer']:.3f}")
+    print("sharpness (mean gradient magnitude / source's): " + ", ".join(f"{n} {v:.3f}" for n, v in sharp.items()))
     print("continuity (boundary / within): " + ", ".join(f"{n} {v['ratio']:.2f}" for n, v in c.items()))
-    print("\n| dimension | source | direct | renderer | n |\n|---|---|---|---|---|")
+    cols = ["source"] + list(outs)
+    print(f"\n| dimension | {' | '.join(cols)} | n |\n|{'---|' * (len(cols) + 2)}")
     for d in DIMENSIONS:
         s = doc["dimensions"][d]
-        print(f"| {d} | {percent(s['source'])} | {percent(s['direct'])} | {percent(s['renderer'])} | {s['n']} |")
+        print(f"| {d} | {' | '.join(percent(s[n]) for n in cols)} | {s['n']} |")
     save_result(doc, a.out)
     return doc
 

@@ -33,3 +33,78 @@ def test_bench_runs_on_the_tiny_setup(tmp_path_factory, tmp_path):
     assert doc["steps"] == 2 and doc["seconds_per_clip"]["renderer"] > 0
     assert set(doc["sharpness_vs_source"]) == {"direct", "renderer"} and doc["sharpness_vs_source"]["direct"] > 0
     assert doc["dimensions"]["flicker"]["n"] == 1 and set(doc["continuity"]) == {"source", "direct", "renderer"}
+
+
+@pytest.fixture(scope="module")
+def coded(tmp_path_factory):
+    from semcodec.codec import Codec
+    s = tiny_setup(tmp_path_factory)
+    out = s["root"] / "bench-tokens.bin"
+    codec = Codec.load(str(s["codec"]), "cpu")
+    if not out.exists():
+        codec.encode_file(s["clips"] / "clip_000000.mp4", out, entropy="adaptive")
+    return s, codec, out
+
+
+def test_a_scaled_renderer_is_measured_whole(coded):
+    """A renderer drawing 2 x the coded size is measured on its whole picture: here one drawing a
+    left-to-right ramp, black to white, gives that ramp across the whole decoded frame. Taken at
+    1 x (what this bench did before ``Recording.scale``), the codec kept its top-left quarter: the
+    ramp's dark half, stretched."""
+    import torch
+    from bench.renderer import Recording
+    _, codec, stream = coded
+
+    def ramp(tokens, size):
+        x = torch.linspace(-1, 1, 2 * size[1]).expand(codec.config.group, 2 * size[0], -1)
+        return x[..., None].expand(-1, -1, -1, 3).contiguous()
+    try:
+        codec.renderer = Recording(ramp, scale=2)
+        whole = codec.decode(str(stream)).astype(np.float64)
+        codec.renderer = Recording(ramp)
+        quarter = codec.decode(str(stream)).astype(np.float64)
+    finally:
+        codec.renderer = None
+    assert whole[:, :, 0].mean() < 20 and whole[:, :, -1].mean() > 235
+    assert quarter[:, :, -1].mean() < 140
+
+
+def test_detail_replay_is_the_renderer_at_that_detail(coded):
+    """``--detail`` columns recombine the groups drawn once: equal to rendering at that detail (the
+    sampling chain, prefixes included, does not depend on it)."""
+    import torch
+    from bench.renderer import Replay
+    from generation.diffusion.checkpoint import load_renderer_checkpoint
+    from generation.diffusion.control import RendererModel
+    from generation.diffusion.render import DiffusionRenderer
+    from semcodec.bitstream import StreamReader
+    s, codec, stream = coded
+    ck = load_renderer_checkpoint(s["stage2"])
+    model = RendererModel(ck.config.replace(residual_scale=2.0), control=True)
+    model.load_state_dict(ck.model.state_dict())
+    with StreamReader(stream) as reader:
+        h = reader.header
+        groups = [reader.read_group(i).tokens for i in range(h.n_groups)]
+    size = (h.padded_height, h.padded_width)
+    full, parts = DiffusionRenderer(model, codec, steps=2, detail=1.0), []
+    drawn = []
+    for g in groups:
+        drawn.append(full.decode_group(g, size))
+        parts.append(full.parts)
+    half = DiffusionRenderer(model, codec, steps=2, detail=0.5)
+    replay = Replay(parts, 0.5)
+    for g, f in zip(groups, drawn):
+        want = half.decode_group(g, size)
+        assert torch.allclose(replay.decode_group(g, size), want, atol=1e-5)
+        base = half.parts[0][0]
+        assert not torch.allclose(want, base, atol=1e-3)         # some detail is drawn ...
+        assert not torch.allclose(want, f, atol=1e-3)            # ... and half of it is added
+
+
+def test_several_details_need_a_residual_renderer(tmp_path_factory, capsys):
+    s = tiny_setup(tmp_path_factory)
+    with pytest.raises(SystemExit) as e:
+        main(["--model", str(s["codec"]), "--renderer", str(s["stage2"]), "--detail", "1", "0.5"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == \
+        "python -m bench.renderer: error: several --detail values need a residual renderer (residual_scale > 0)"

@@ -222,10 +222,34 @@ def test_residual_renderer_starts_as_the_direct_decode(setup, stream, sampler):
 
 
 @pytest.mark.parametrize("option, message", [({"strength": 0.0}, "strength must be in (0, 1], got 0.0"),
-                                             ({"spacing": "x"}, "unknown timestep spacing 'x' (trailing, linspace)")])
+                                             ({"spacing": "x"}, "unknown timestep spacing 'x' (trailing, linspace)"),
+                                             ({"detail": 1.5}, "detail must be in [0, 1], got 1.5")])
 def test_bad_sampling_options_are_refused(setup, option, message):
     from generation.diffusion.render import load_renderer as factory
     codec = Codec.load(str(setup["codec"]), "cpu")
     with pytest.raises(RendererError) as e:
         factory(codec, weights=str(setup["stage2"]), **option)
     assert str(e.value) == message
+
+
+def test_export_ships_sampling_defaults(setup, tmp_path, capsys):
+    """``generation.diffusion.export``: the same weights, with the sampling defaults a renderer was
+    measured best at; a renderer loaded from it uses them without options."""
+    from generation.diffusion.checkpoint import load_renderer_checkpoint
+    from generation.diffusion.export import main as export_main
+    from generation.diffusion.render import load_renderer as factory
+    out = tmp_path / "shipped.safetensors"
+    assert export_main([str(setup["stage2"]), "-o", str(out), "--detail", "0.5", "--steps", "3", "--dtype", "float32"]) == 0
+    a, b = load_renderer_checkpoint(setup["stage2"]), load_renderer_checkpoint(out)
+    assert (b.config.detail, b.config.steps) == (0.5, 3) and b.content_hash != a.content_hash
+    assert b.config.replace(detail=a.config.detail, steps=a.config.steps) == a.config
+    for (k, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert torch.equal(x, y), k
+    r = factory(Codec.load(str(setup["codec"]), "cpu"), weights=str(out))
+    assert (r.detail, r.steps) == (0.5, 3)
+    capsys.readouterr()
+    assert export_main([str(setup["stage2"]), "-o", str(tmp_path / "bad.safetensors"), "--detail", "2"]) == 1
+    assert capsys.readouterr().err == "error: detail must be in [0, 1], got 2.0\n"
+    assert export_main([str(setup["stage1"]), "-o", str(tmp_path / "s1.safetensors")]) == 1
+    assert capsys.readouterr().err == f"error: {setup['stage1']} is a stage-1 backbone: a renderer ships its stage-2 checkpoint\n"
+    assert not (tmp_path / "bad.safetensors").exists() and not (tmp_path / "s1.safetensors").exists()

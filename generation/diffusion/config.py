@@ -65,6 +65,8 @@ class RendererConfig(ConfigDict):
     spacing: str = "trailing"          # the sampling timesteps: "trailing" (the release: 999 ... 49 at 20 steps)
                                        # or "linspace" (999 ... 0: the last prediction is made at t = 0)
     strength: float = 1.0              # < 1: start from the direct decode noised to this level (SDEdit)
+    detail: float = 1.0                # residual renderer: the share of its drawn detail added to the direct
+                                       # decode (1: all of it; 0: the direct decode itself)
     guidance: float = 6.0
     guidance_schedule: str = "dynamic"  # 1 + s (1 - cos(pi (i/N)^5)) / 2, or "constant"
     # --- the codec whose tokens it renders (name, content hash)
@@ -96,6 +98,8 @@ class RendererConfig(ConfigDict):
             raise ValueError(f"residual_scale must be in [0, 100), got {self.residual_scale}")
         if not 0 < self.strength <= 1:
             raise ValueError(f"strength must be in (0, 1], got {self.strength}")
+        if not 0 <= self.detail <= 1:
+            raise ValueError(f"detail must be in [0, 1], got {self.detail}")
         if self.scale < 1:
             raise ValueError(f"scale must be a positive integer, got {self.scale}")
         if not 0 <= self.overlap < self.group:

@@ -21,8 +21,10 @@ schedulers; no dependencies) into ``runs/wheels-gen``, the one package the bare 
    ``python -m bench.renderer --renderer .../final-int8.safetensors`` before copying it to
    ``generation/diffusion/weights/world.safetensors``.
 
-The text encoder is the hashing one (``hash:384``): the MiniLM weights' package is not on the bare
-machine, and decodes (the renderer's main use) read no text.
+The text encoder is the hashing one (``hash:384``) by default: the MiniLM weights' package is not on
+the bare machine, and decodes (the renderer's main use) read no text; ``--text minilm`` where it is
+installed. bf16 autocast only where it is native (``semcodec.precision``): on a CPU without it the
+same recipe runs in float32.
 
 The device tool's command line: ``PYTHONPATH=$(ls runs/wheels-gen/*.whl | tr '\\n' :) python -m
 generation.diffusion.gpu_recipe train --out $OUT/renderer --minutes 8``.
@@ -35,8 +37,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-TEXT = {"text_encoder": "hash:384", "text_dim": 384}
 
 
 def wheels(out: str) -> None:
@@ -69,9 +69,10 @@ def train(a) -> Path:
         meta = build_pairs(["world:train"], pairs, a.model, max_clips=a.clips, scale=2, device=dev,
                            workers=a.workers, log=lambda m: print(m, file=sys.stderr))
         print(f"pairs: {meta['groups']} groups in {time.perf_counter() - t_start:.0f} s", file=sys.stderr)
-    common = ["--data", str(pairs), "--preset", "world", "--bf16", "--batch", str(a.batch), "--log-every", "20",
-              "--lr", str(a.lr), "--min-lr", str(a.lr / 20)]
-    s1 = ["--stage", "1", "--config", json.dumps(TEXT)]
+    from semcodec.precision import fast_bf16
+    common = ["--data", str(pairs), "--preset", "world", "--batch", str(a.batch), "--log-every", "20",
+              "--lr", str(a.lr), "--min-lr", str(a.lr / 20)] + (["--bf16"] if fast_bf16(dev) else [])
+    s1 = ["--stage", "1", "--config", json.dumps({"text_encoder": a.text, "text_dim": 384})]
     rate1 = _steps_per_second(common, out, s1, a.probe, a.batch)
     left = 60 * a.minutes - (time.perf_counter() - t_start)
     steps1 = max(10, int(rate1 * left * a.stage1_share * 0.95))
@@ -110,6 +111,8 @@ def main(argv=None) -> None:
     t.add_argument("--residual", type=float, default=2.5,
                    help="stage 2 draws (frames - direct decode) x this, backbone trained too; 0: frozen backbone")
     t.add_argument("--probe", type=int, default=10, help="steps timed to size each schedule")
+    t.add_argument("--text", default="hash:384", choices=["hash:384", "minilm"],
+                   help="the text encoder (MiniLM where its package is installed: a CPU run here)")
     a = p.parse_args(argv)
     if a.cmd == "wheels":
         wheels(a.out)

@@ -36,7 +36,7 @@ class DiffusionRenderer:
 
     def __init__(self, model, codec, steps: int | None = None, seed: int = 0, sampler: str | None = None,
                  guidance: float | None = None, prompt: str | None = None, strength: float | None = None,
-                 spacing: str | None = None, device="cpu"):
+                 spacing: str | None = None, detail: float | None = None, device="cpu"):
         cfg = model.cfg
         self.model, self.codec, self.cfg = model.to(device).eval(), codec, cfg
         self.steps = cfg.steps if steps is None else int(steps)
@@ -46,10 +46,10 @@ class DiffusionRenderer:
         self.guidance = cfg.guidance if guidance is None else float(guidance)
         try:                                # the config's own checks
             run = cfg.replace(strength=cfg.strength if strength is None else float(strength),
-                              spacing=spacing or cfg.spacing)
+                              spacing=spacing or cfg.spacing, detail=cfg.detail if detail is None else float(detail))
         except ValueError as e:
             raise RendererError(str(e)) from None
-        self.strength, self.spacing = run.strength, run.spacing
+        self.strength, self.spacing, self.detail = run.strength, run.spacing, run.detail
         self.scale = cfg.scale              # semcodec draws our frames at scale x its model size
         self._encoder = None
         self.set_prompt(prompt)
@@ -71,6 +71,8 @@ class DiffusionRenderer:
 
     def reset(self) -> None:
         self._prev: torch.Tensor | None = None          # the previous group's frames, 1 x T x H x W x 3
+        self._drawn: torch.Tensor | None = None         # ... as the model drew them (all its detail)
+        self.parts: tuple[torch.Tensor, torch.Tensor] | None = None    # a residual renderer's last group
         self._gen = torch.Generator().manual_seed(self.seed)
 
     def features(self, tokens: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -83,7 +85,10 @@ class DiffusionRenderer:
     def render(self, tokens, size: tuple[int, int], prefix: torch.Tensor | None = None) -> torch.Tensor:
         """One group coded at the model size ``size``: ids -> ``1 x T x H x W x 3`` in [-1, 1] with
         ``H x W = scale x size``; ``prefix`` ``1 x k x H x W x 3``: its first ``k`` frames, kept.
-        With ``strength`` below 1 the sampler starts from the direct decode, noised (SDEdit)."""
+        With ``strength`` below 1 the sampler starts from the direct decode, noised (SDEdit). A
+        residual renderer adds ``detail`` x its drawn detail to the direct decode; the prefix is
+        given as the model drew it (``self._drawn``: all its detail), so the chain it continues is
+        its own whatever ``detail`` is."""
         cfg = self.cfg
         ids = torch.as_tensor(np.asarray(tokens, dtype=np.int64))
         feats = self.features(ids, size)
@@ -112,8 +117,13 @@ class DiffusionRenderer:
                             spacing=self.spacing, progress=self.on_step)
         out = from_latent(lat, s, st, T)
         if r:
-            out = base[:, :T] + out / r
-        return out.clamp(-1, 1).cpu()
+            base, out = base[:, :T].cpu(), out.cpu() / r
+            self.parts = base, out                      # the direct decode and the drawn detail
+            self._drawn = (base + out).clamp(-1, 1)
+            return (base + self.detail * out).clamp(-1, 1)
+        self.parts = None
+        self._drawn = out.clamp(-1, 1).cpu()
+        return self._drawn
 
     def decode_group(self, tokens, size: tuple[int, int]) -> torch.Tensor:
         """semcodec's hook: ids of the next group of the stream (coded at ``size``) -> ``T x H x W x 3``
@@ -122,7 +132,7 @@ class DiffusionRenderer:
         drawn = (size[0] * self.scale, size[1] * self.scale)
         prefix = self._prev[:, -k:] if k and tuple(self._prev.shape[2:4]) == drawn else None
         out = self.render(tokens, size, prefix)
-        self._prev = out
+        self._prev = self._drawn
         return out[0]
 
 
