@@ -53,8 +53,8 @@ class Replay:
         self.parts, self.detail = iter(parts), detail
 
     def decode_group(self, tokens, size):
-        base, drawn = next(self.parts)
-        return (base + self.detail * drawn).clamp(-1, 1)[0]
+        from generation.diffusion.render import with_detail
+        return with_detail(*next(self.parts), self.detail)[0]
 
 
 class Recording:
@@ -131,7 +131,8 @@ def main(argv=None) -> dict:
                              spacing=a.spacing, detail=a.detail[0] if a.detail else None)
     if a.detail and len(a.detail) > 1 and not renderer.cfg.residual_scale:
         p.error("several --detail values need a residual renderer (residual_scale > 0)")
-    extra = [f"renderer@{d:g}" for d in (a.detail or [])[1:]]
+    details = {f"renderer@{d:g}": d for d in (a.detail or [])[1:]}
+    extra = list(details)
     fps = FPS
     size = tuple(int(x) for x in a.size.split("x"))
     n_frames = int(round(a.seconds * fps))
@@ -151,10 +152,9 @@ def main(argv=None) -> dict:
                 out = renderer.decode_group(tokens, size)
                 parts.append(renderer.parts)
                 return out
-            decodes = [("direct", direct(codec)), ("renderer", drawn)]
-            decodes += [(n, lambda d=d: Replay(parts, d).decode_group) for n, d in zip(extra, (a.detail or [])[1:])]
-            for name, fn in decodes:
-                fn = fn() if name in extra else fn
+            fns = {"direct": direct(codec), "renderer": drawn}
+            for name in ["direct", "renderer"] + extra:        # the replays after the drawing they replay
+                fn = fns[name] if name in fns else Replay(parts, details[name]).decode_group
                 codec.renderer = rec = Recording(fn, 1 if name == "direct" else renderer.scale)
                 t0, c0 = time.perf_counter(), time.process_time()
                 outs[name].append(np.stack(list(codec.iter_decode(str(stream)))))     # with the model's prior

@@ -119,8 +119,8 @@ class DiffusionRenderer:
         if r:
             base, out = base[:, :T].cpu(), out.cpu() / r
             self.parts = base, out                      # the direct decode and the drawn detail
-            self._drawn = (base + out).clamp(-1, 1)
-            return (base + self.detail * out).clamp(-1, 1)
+            self._drawn = with_detail(base, out, 1.0)
+            return with_detail(base, out, self.detail)
         self.parts = None
         self._drawn = out.clamp(-1, 1).cpu()
         return self._drawn
@@ -134,6 +134,12 @@ class DiffusionRenderer:
         out = self.render(tokens, size, prefix)
         self._prev = self._drawn
         return out[0]
+
+
+def with_detail(base: torch.Tensor, drawn: torch.Tensor, detail: float) -> torch.Tensor:
+    """A residual renderer's frames: the direct decode ``base`` plus ``detail`` x the ``drawn``
+    detail, in [-1, 1]."""
+    return (base + detail * drawn).clamp(-1, 1)
 
 
 def direct_frames(codec, feats: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
