@@ -13,7 +13,10 @@ model's own decoder and with the diffusion renderer (``Codec.renderer``, as ``se
   seconds over the threads bound the wall time an idle one would take);
 - sharpness: the mean gradient magnitude of the luma (forward differences, 0-255 levels) of each
   decode over the source's, per clip then averaged (1 = as sharp as the source; a blurry decode is
-  below 1);
+  below 1); and apart on the shapes (every pixel within 2 px of one, from the scene's own masks) and
+  on the background (the rest), and on the whole frame again, as ratios of the means over the clips
+  (the per-clip average is pulled up by clips of plain backgrounds, whose own gradient is small): a decode can blur the shapes and overshoot on the
+  background's hard-edged patterns, and the whole-frame ratio averages the two away;
 - ``generation.evaluate`` on the source, the direct decode and the renderer, against the scene
   specs (every dimension);
 - continuity at the semantic rate (groups cross-faded as the codec does): mean |frame difference|
@@ -38,11 +41,46 @@ import numpy as np
 from bench.world_clips import FPS, percent, save_result, split_clips, write_video
 
 
-def gradient_magnitude(frames: np.ndarray) -> float:
-    """Mean |grad| of the luma of ``T x H x W x 3`` frames (0-255), forward differences."""
+def gradient_magnitude(frames: np.ndarray, where: np.ndarray | None = None) -> float:
+    """Mean |grad| of the luma of ``T x H x W x 3`` frames (0-255), forward differences; ``where``
+    (``T x H x W`` bool): only at those pixels (NaN where none is)."""
     y = np.asarray(frames, np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     dx, dy = y[:, :-1, 1:] - y[:, :-1, :-1], y[:, 1:, :-1] - y[:, :-1, :-1]
-    return float(np.sqrt(dx * dx + dy * dy).mean())
+    g = np.sqrt(dx * dx + dy * dy)
+    if where is None:
+        return float(g.mean())
+    w = np.asarray(where, bool)[:, :-1, :-1]
+    return float(g[w].mean()) if w.any() else float("nan")
+
+
+def near_shapes(masks: np.ndarray, reach: int = 2) -> np.ndarray:
+    """``T x H x W`` bool shape masks -> the pixels within ``reach`` px (Chebyshev) of a shape."""
+    m = np.asarray(masks, bool)
+    out = m.copy()
+    H, W = m.shape[1:]
+    for dy in range(-reach, reach + 1):
+        for dx in range(-reach, reach + 1):
+            out[:, max(0, dy):H + min(0, dy), max(0, dx):W + min(0, dx)] |= \
+                m[:, max(0, -dy):H + min(0, -dy), max(0, -dx):W + min(0, -dx)]
+    return out
+
+
+def sharpness(outs: dict, src: list, regions: list) -> tuple[dict, dict]:
+    """Each decode's gradient magnitude over the source's: on the whole frame per clip, then
+    averaged; on the shapes / the background (``regions``: per clip, the ``near_shapes`` mask) as the
+    ratio of the means over the clips that have the region (a plain background's own gradient is
+    zero, so a per-clip ratio would divide by it)."""
+    whole = {n: float(np.mean([gradient_magnitude(d) / gradient_magnitude(s) for d, s in zip(v, src)]))
+             for n, v in outs.items()}
+    parts = {}
+    for part, pick in (("shapes", lambda m: m), ("background", lambda m: ~m), ("frame", lambda m: None)):
+        ref = np.array([gradient_magnitude(s, pick(m)) for s, m in zip(src, regions)])
+        parts[part] = {}
+        for n, v in outs.items():
+            got = np.array([gradient_magnitude(d, pick(m)) for d, m in zip(v, regions)])
+            ok = np.isfinite(ref) & np.isfinite(got)
+            parts[part][n] = float(got[ok].mean() / ref[ok].mean()) if ok.any() and ref[ok].mean() > 0 else float("nan")
+    return whole, parts
 
 
 class Replay:
@@ -136,7 +174,8 @@ def main(argv=None) -> dict:
     fps = FPS
     size = tuple(int(x) for x in a.size.split("x"))
     n_frames = int(round(a.seconds * fps))
-    src, targets, times = [], [], {"direct": 0.0, "renderer": 0.0}
+    from semcodec.data import synth
+    src, targets, regions, times = [], [], [], {"direct": 0.0, "renderer": 0.0}
     outs = {n: [] for n in ["direct", "renderer"] + extra}
     cpu = dict(times)
     cont = {n: [] for n in ["source", "direct", "renderer"] + extra}
@@ -170,8 +209,8 @@ def main(argv=None) -> dict:
             cont["source"].append(continuity(video[pick], starts))      # the source at the semantic rate
             src.append(video)
             targets.append(scene.to_dict())
-    sharp = {n: float(np.mean([gradient_magnitude(d) / gradient_magnitude(s) for d, s in zip(v, src)]))
-             for n, v in outs.items()}
+            regions.append(near_shapes(synth.render_masked(scene, n_frames, size, fps)[1]))
+    sharp, sharp_parts = sharpness(outs, src, regions)
     reports = {n: evaluate(v, targets, fps) for n, v in ({"source": src} | outs).items()}
     c = {n: {k: float(np.nanmean([x[k] for x in v])) for k in ("boundary", "within", "ratio")} for n, v in cont.items()}
     doc = {"name": "renderer", "model": codec.name, "model_hash": codec.content_hash, "renderer": a.renderer,
@@ -182,7 +221,7 @@ def main(argv=None) -> dict:
            "split": a.split, "seconds": a.seconds, "size": list(size),
            "seconds_per_clip": {k: v / a.clips for k, v in times.items()},
            "cpu_seconds_per_clip": {k: v / a.clips for k, v in cpu.items()},
-           "sharpness_vs_source": sharp, "continuity": c,
+           "sharpness_vs_source": sharp, "sharpness_by_region": sharp_parts, "continuity": c,
            "dimensions": {d: {n: reports[n].scores[d] for n in reports} | {"n": reports["direct"].counts[d]}
                           for d in DIMENSIONS}}
     print(f"{a.clips} {a.split} clips of {a.seconds:g} s at {size[0]}x{size[1]}; tokenizer {codec.name} "
@@ -192,6 +231,8 @@ def main(argv=None) -> dict:
           f"{doc['seconds_per_clip']['renderer']:.2f}; CPU seconds (all threads): direct "
           f"{doc['cpu_seconds_per_clip']['direct']:.2f}, renderer {doc['cpu_seconds_per_clip']['renderer']:.2f}")
     print("sharpness (mean gradient magnitude / source's): " + ", ".join(f"{n} {v:.3f}" for n, v in sharp.items()))
+    for part, v in sharp_parts.items():
+        print(f"  on the {part}: " + ", ".join(f"{n} {x:.3f}" for n, x in v.items()))
     print("continuity (boundary / within): " + ", ".join(f"{n} {v['ratio']:.2f}" for n, v in c.items()))
     cols = ["source"] + list(outs)
     print(f"\n| dimension | {' | '.join(cols)} | n |\n|{'---|' * (len(cols) + 2)}")

@@ -15,8 +15,8 @@ How a clip is made (the codec's own group plan, ``semcodec.gop``): the LM sample
 the previous one teacher-forced as its prefix, the layout the LM was trained on (clips of two
 consecutive, overlapping groups), so a long video continues its own past rather than restarting.
 Each group is decoded by the tokenizer's decoder (``--renderer direct``) or by a renderer
-registered under ``semcodec.renderers`` (``--renderer diffusion`` once one is installed with its
-weights), and consecutive groups are cross-faded over their shared frames exactly as
+registered under ``semcodec.renderers`` (``--renderer diffusion``: the shipped renderer of the
+``world`` tokenizer; ``diffusion:WEIGHTS`` another), and consecutive groups are cross-faded over their shared frames exactly as
 ``semcodec decode`` does.
 
 The shipped models know the procedural world only (coloured shapes that move on plain or
@@ -252,7 +252,8 @@ def parser() -> argparse.ArgumentParser:
                         "6.5, the paper's, for an LM that records none]")
     p.add_argument("--motion", type=float, default=None, help="motion score micro-condition [none: unconditional]")
     p.add_argument("--seed", type=int, default=0, help="same seed, same video [0]")
-    p.add_argument("--renderer", default="direct", help="direct (the tokenizer's decoder) or a registered renderer")
+    p.add_argument("--renderer", default="direct",
+                   help="direct (the tokenizer's decoder) [default], diffusion (the shipped renderer), or NAME:WEIGHTS")
     p.add_argument("--steps", type=int, default=None, help="renderer steps (diffusion renderers)")
     p.add_argument("--lm", default=DEFAULT_LM, help="shipped LM name or checkpoint path [lm-world]")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")

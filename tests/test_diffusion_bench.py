@@ -10,7 +10,7 @@ pytest.importorskip("diffusers")
 
 from test_diffusion import one_torch_thread, tiny_setup  # noqa: E402,F401 (fixture)
 
-from bench.renderer import gradient_magnitude, main  # noqa: E402
+from bench.renderer import gradient_magnitude, main, near_shapes, sharpness  # noqa: E402
 
 
 def test_gradient_magnitude():
@@ -24,6 +24,48 @@ def test_gradient_magnitude():
     assert gradient_magnitude(np.full((1, 3, 3, 3), 77)) == 0.0
 
 
+def test_gradient_magnitude_in_a_region():
+    f = np.zeros((1, 4, 6, 3), np.uint8)
+    f[:, :, 2:] = 200                                   # the edge lies between columns 1 and 2
+    left = np.zeros((1, 4, 6), bool)
+    left[:, :, :2] = True
+    # forward differences at rows 0..2, columns 0..1: one of the two columns holds the edge
+    assert gradient_magnitude(f, left) == pytest.approx(100.0, rel=1e-6)
+    assert gradient_magnitude(f, ~left) == 0.0
+    assert np.isnan(gradient_magnitude(f, np.zeros((1, 4, 6), bool)))
+
+
+def test_near_shapes_reaches_two_pixels():
+    m = np.zeros((2, 9, 9), bool)
+    m[0, 4, 4] = True
+    m[1, 0, 8] = True                                   # a corner: clipped at the frame's edges
+    near = near_shapes(m)
+    assert near[0].sum() == 25 and near[0, 2:7, 2:7].all()
+    assert near[1].sum() == 9 and near[1, 0:3, 6:9].all()
+
+
+def test_sharpness_splits_shapes_from_background():
+    """A decode that blurs the shape's edge and overshoots the background's by the same amount
+    scores about 1 on the whole frame and apart: below 1 on the shapes, above on the background."""
+    src = np.zeros((1, 8, 16, 3), np.uint8)
+    src[:, 2:6, 2:6] = 200                              # a square (the shape)
+    src[:, :, 12:] = 100                                # a background edge
+    shape = np.zeros((1, 8, 16), bool)
+    shape[:, 2:6, 2:6] = True
+    dec = src.copy()
+    dec[:, 2:6, 2:6] = 100                              # the shape at half contrast
+    dec[:, :, 12:] = 150                                # the background edge at 1.5 x
+    whole, parts = sharpness({"d": [dec]}, [src], [near_shapes(shape)])
+    assert parts["shapes"]["d"] == pytest.approx(0.5, rel=1e-6)
+    assert parts["background"]["d"] == pytest.approx(1.5, rel=1e-6)
+    assert 0.5 < whole["d"] < 1.5
+    plain = np.zeros_like(src)                          # a plain clip: no background gradient at all
+    plain[:, 2:6, 2:6] = 200
+    _, parts = sharpness({"d": [dec, plain]}, [src, plain], [near_shapes(shape)] * 2)
+    assert parts["background"]["d"] == pytest.approx(1.5, rel=1e-6)       # the pooled ratio: no 0 / 0
+    assert parts["shapes"]["d"] == pytest.approx((0.5 + 1) / 2 / 1, rel=1e-6)
+
+
 def test_bench_runs_on_the_tiny_setup(tmp_path_factory, tmp_path):
     s = tiny_setup(tmp_path_factory)
     out = tmp_path / "r.json"
@@ -32,6 +74,8 @@ def test_bench_runs_on_the_tiny_setup(tmp_path_factory, tmp_path):
     assert json.loads(out.read_text()) == json.loads(json.dumps(doc))
     assert doc["steps"] == 2 and doc["seconds_per_clip"]["renderer"] > 0
     assert set(doc["sharpness_vs_source"]) == {"direct", "renderer"} and doc["sharpness_vs_source"]["direct"] > 0
+    assert set(doc["sharpness_by_region"]) == {"shapes", "background", "frame"}
+    assert all(set(v) == {"direct", "renderer"} for v in doc["sharpness_by_region"].values())
     assert doc["dimensions"]["flicker"]["n"] == 1 and set(doc["continuity"]) == {"source", "direct", "renderer"}
 
 

@@ -253,3 +253,27 @@ def test_export_ships_sampling_defaults(setup, tmp_path, capsys):
     assert export_main([str(setup["stage1"]), "-o", str(tmp_path / "s1.safetensors")]) == 1
     assert capsys.readouterr().err == f"error: {setup['stage1']} is a stage-1 backbone: a renderer ships its stage-2 checkpoint\n"
     assert not (tmp_path / "bad.safetensors").exists() and not (tmp_path / "s1.safetensors").exists()
+
+
+def test_the_shipped_world_renderer_belongs_to_the_shipped_world_tokenizer():
+    """``--renderer diffusion`` with no path on a ``world`` stream: the shipped weights load (the
+    tokenizer's content hash matches, so retraining ``world`` without the renderer fails here), draw
+    the whole 128 x 192 picture near the direct decode (a quarter of the drawn detail by default),
+    and add something to it."""
+    from generation.diffusion.render import default_weights, load_renderer as factory
+    from semcodec.data import synth, world
+    codec = Codec.load("world", "cpu")
+    assert default_weights(codec).exists()
+    r = factory(codec, steps=1)
+    assert r.cfg.codec_hash == codec.content_hash and r.scale == 2 and r.detail == 0.25
+    video = synth.render(world.world_scene(world.split_seeds("test", 1)[0]), 16, (128, 192), 8.0)
+    s = codec.encode(video, 8.0, entropy="adaptive")
+    direct = codec.decode(s).astype(np.float64)
+    codec.renderer = r
+    try:
+        drawn = codec.decode(s).astype(np.float64)
+    finally:
+        codec.renderer = None
+    assert drawn.shape == direct.shape == video.shape
+    diff = np.abs(drawn - direct).mean()
+    assert 0.05 < diff < 4                                   # detail added (0.5 levels), the picture kept

@@ -145,6 +145,30 @@ def test_residual_stage2_starts_at_the_direct_decode_and_learns(setup, tmp_path)
     assert len(rows) == 3 and all(np.isfinite(r["loss"]) for r in rows)
 
 
+def test_a_refiner_added_to_a_trained_renderer_starts_as_it_and_learns(setup, tmp_path):
+    """--init a stage-2 renderer with --config '{"refine_channels": C}': the new pixel refiner starts
+    as the identity (the renderer's outputs unchanged), then trains with the rest."""
+    from test_diffusion import inputs
+    base = load_renderer_checkpoint(setup["stage2"]).model.eval()
+    common = ["--data", str(setup["pairs"]), "--stage", "2", "--init", str(setup["stage2"]), "--batch", "2",
+              "--log-every", "1", "--warmup", "0", "--lr", "3e-3", "--config", '{"refine_channels": 4}']
+    train_main(common + ["--out", str(tmp_path / "r0"), "--steps", "0"])
+    start = load_renderer_checkpoint(tmp_path / "r0" / "final.safetensors").model.eval()
+    assert start.cfg.refine_channels == 4 and start.refiner is not None
+    lat, t, text, mask, feats = inputs(base.cfg)
+    with torch.no_grad():
+        assert torch.equal(start(lat, t, text, mask, start.semantic(feats)), base(lat, t, text, mask, base.semantic(feats)))
+    train_main(common + ["--out", str(tmp_path / "r"), "--steps", "2"])
+    ck = load_renderer_checkpoint(tmp_path / "r" / "final.safetensors")
+    assert ck.model.refiner.net[-1].weight.abs().sum() > 0                  # it left its zero start
+    with pytest.raises(SystemExit, match="is a stage-1 backbone: give it as --backbone"):
+        train_main(["--data", str(setup["pairs"]), "--stage", "2", "--init", str(setup["stage1"]),
+                    "--out", str(tmp_path / "x"), "--steps", "1"])
+    with pytest.raises(SystemExit, match="--init is for --stage 2"):
+        train_main(["--data", str(setup["pairs"]), "--init", str(setup["stage2"]), "--out", str(tmp_path / "y"),
+                    "--steps", "1"])
+
+
 @pytest.mark.slow         # two processes importing torch and diffusers: minutes on a busy 2-core machine
 def test_ddp_two_processes(setup, tmp_path):
     out = tmp_path / "ddp"

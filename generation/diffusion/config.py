@@ -57,6 +57,8 @@ class RendererConfig(ConfigDict):
     zero_snr: bool = True
     text_drop: float = 0.1             # caption dropped (zero states) for classifier-free guidance
     prefix_prob: float = 0.5           # training groups whose first latent frames are kept clean
+    refine_channels: int = 0           # > 0: a pixel-space conv refiner (zero-initialised) on the network's
+                                       # clean-frame output, whose linear head draws each 8 x 8 x 4 cell alone
     residual_scale: float = 0.0        # > 0 (stage 2): draw (frames - the tokenizer's own decode) x this, the
                                        # detail its decode lacks, on top of that decode; 0: the frames (the paper)
     # --- sampling defaults
@@ -94,6 +96,9 @@ class RendererConfig(ConfigDict):
             raise ValueError(f"unknown sampler {self.sampler!r} or guidance schedule {self.guidance_schedule!r}")
         if self.spacing not in ("trailing", "linspace"):
             raise ValueError(f"unknown timestep spacing {self.spacing!r} (trailing, linspace)")
+        if self.refine_channels < 0 or (self.refine_channels and self.parameterization != "x0"):
+            raise ValueError(f"refine_channels must be >= 0, and is for parameterization 'x0' "
+                             f"(got {self.refine_channels}, {self.parameterization!r})")
         if not 0 <= self.residual_scale < 100:
             raise ValueError(f"residual_scale must be in [0, 100), got {self.residual_scale}")
         if not 0 < self.strength <= 1:

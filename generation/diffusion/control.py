@@ -8,6 +8,9 @@
 - :class:`ControlBranch`: a copy of the backbone's embeddings and first ``control_layers`` blocks;
   block ``i``'s video states go through a zero-initialised ``Linear(width, width, bias=False)`` and
   are added to the backbone's video states after its block ``i``.
+- :class:`PixelRefiner`: (``refine_channels`` > 0) three 3x3 convs over the clean frames the
+  network predicts, the last zero-initialised, added to them: the DiT's linear head draws each
+  8 x 8 x 4-pixel cell on its own, and its errors are cell-shaped; the convs see across cells.
 - :class:`RendererModel`: backbone + (optional) control branch and upsampler. Freshly attached, the
   branch changes nothing (both zero inits); the backbone can be frozen (stage 2 trains the branch
   and the upsampler only, as the paper does).
@@ -20,7 +23,7 @@ from torch import nn
 
 from .config import RendererConfig
 from .dit import DiTTrunk, VideoDiT
-from .latent import pad_frames
+from .latent import from_latent, pad_frames, to_latent
 from .schedule import alphas_cumprod, from_x0
 
 
@@ -110,6 +113,26 @@ class ControlBranch(DiTTrunk):
         return out
 
 
+class PixelRefiner(nn.Module):
+    """``x0`` latent ``B x F x C x h x w`` -> the same plus convs over its frames (``B T x 3 x H x W``).
+    Freshly made it is the identity (last conv zero)."""
+
+    def __init__(self, channels: int, space_to_depth: int, time_to_depth: int):
+        super().__init__()
+        self.s, self.st = space_to_depth, time_to_depth
+        self.net = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), nn.SiLU(),
+                                 nn.Conv2d(channels, channels, 3, padding=1), nn.SiLU(),
+                                 nn.Conv2d(channels, 3, 3, padding=1))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        v = from_latent(x0, self.s, self.st)                       # B x T x H x W x 3
+        B, T, H, W, _ = v.shape
+        d = self.net(v.reshape(B * T, H, W, 3).permute(0, 3, 1, 2).to(self.net[0].weight.dtype))
+        return x0 + to_latent(d.permute(0, 2, 3, 1).reshape(B, T, H, W, 3).to(x0.dtype), self.s, self.st)
+
+
 class RendererModel(nn.Module):
     """Backbone, and after :meth:`attach_control` the control branch and semantic upsampler.
 
@@ -126,6 +149,8 @@ class RendererModel(nn.Module):
         self.backbone = VideoDiT(cfg)
         self.control: ControlBranch | None = None
         self.upsampler: SemanticUpsampler | None = None
+        self.refiner = (PixelRefiner(cfg.refine_channels, cfg.space_to_depth, cfg.time_to_depth)
+                        if cfg.refine_channels else None)
         self.register_buffer("alpha_bar", alphas_cumprod(cfg), persistent=False)
         if control:
             self.attach_control()
@@ -159,6 +184,8 @@ class RendererModel(nn.Module):
         if self.control is not None and sem is not None:
             residuals = self.control(latent + sem.to(latent.dtype), t, text, text_mask)
         out = self.backbone(latent, t, text, text_mask, control=residuals)
+        if self.refiner is not None:
+            out = self.refiner(out)
         if self.cfg.parameterization == "x0":
             out = from_x0(out.float(), latent.float(), self.alpha_bar[t.long()], self.cfg.prediction)
         return out

@@ -73,6 +73,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--preset", default="world", choices=sorted(PRESETS))
     p.add_argument("--config", help="JSON of RendererConfig fields overriding the preset (stage 1) or the backbone's")
     p.add_argument("--backbone", help="stage 2: the stage-1 renderer checkpoint to freeze and control")
+    p.add_argument("--init", help="stage 2: a stage-2 renderer checkpoint to go on from (its weights and config; "
+                                  "--config may add parts that start as the identity, such as refine_channels)")
     p.add_argument("--codec", help="the pairs' tokenizer checkpoint (default: the path recorded in the pairs)")
     p.add_argument("--unfreeze-backbone", action="store_true", help="stage 2: train the backbone too")
     p.add_argument("--text-encoder", help="text encoder spec (default: the config's)")
@@ -104,6 +106,8 @@ def load_codec(args, ds: PairDataset, device="cpu"):
 
 
 def build_model(args, ds: PairDataset, codec, ck: Path | None) -> RendererModel:
+    if args.init and args.stage != 2:
+        raise SystemExit("--init is for --stage 2 (a trained renderer with its control branch)")
     if ck is not None:           # the run's own config and stage, whatever the arguments say now
         st = json.loads((ck / "state.json").read_text())
         model = RendererModel(RendererConfig.from_dict(st["config"]), control=st["stage"] == 2)
@@ -117,6 +121,8 @@ def build_model(args, ds: PairDataset, codec, ck: Path | None) -> RendererModel:
                              f"draws at {want} x: rebuild the pairs with --scale {want} (or give "
                              f"--config '{{\"scale\": {data['scale']}}}')")
         model = RendererModel(get_preset(args.preset).replace(name=args.preset, **{**over, **data}))
+    elif args.init:
+        model = init_from_stage2(args, ds, codec)
     else:
         if not args.backbone:
             raise SystemExit("--stage 2 needs --backbone (a stage-1 renderer checkpoint)")
@@ -141,6 +147,24 @@ def build_model(args, ds: PairDataset, codec, ck: Path | None) -> RendererModel:
     if model.cfg.codec_hash != codec.content_hash:
         raise SystemExit(f"the renderer is for codec {model.cfg.codec!r} ({model.cfg.codec_hash[:12]}), the pairs "
                          f"were made by {codec.config.name!r} ({codec.content_hash[:12]})")
+    return model
+
+
+def init_from_stage2(args, ds: PairDataset, codec) -> RendererModel:
+    """A fresh run from a trained stage-2 renderer: its weights, its config with ``--config``'s
+    changes; parts the checkpoint lacks must start as the identity (the refiner)."""
+    try:
+        base = load_renderer_checkpoint(args.init)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    if base.stage != 2:
+        raise SystemExit(f"{args.init} is a stage-1 backbone: give it as --backbone")
+    cfg = base.config.replace(**{**json.loads(args.config or "{}"), **data_fields(ds, codec)})
+    model = RendererModel(cfg, control=True)
+    missing, unexpected = model.load_state_dict(base.model.state_dict(), strict=False)
+    new = [k for k in missing if not k.startswith("refiner.")]
+    if new or unexpected:
+        raise SystemExit(f"{args.init} does not fit the config asked for: missing {new[:3]}, unexpected {unexpected[:3]}")
     return model
 
 
