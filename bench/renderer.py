@@ -13,10 +13,10 @@ model's own decoder and with the diffusion renderer (``Codec.renderer``, as ``se
   seconds over the threads bound the wall time an idle one would take);
 - sharpness: the mean gradient magnitude of the luma (forward differences, 0-255 levels) of each
   decode over the source's, per clip then averaged (1 = as sharp as the source; a blurry decode is
-  below 1); and apart on the shapes (every pixel within 2 px of one, from the scene's own masks) and
-  on the background (the rest), and on the whole frame again, as ratios of the means over the clips
-  (the per-clip average is pulled up by clips of plain backgrounds, whose own gradient is small): a decode can blur the shapes and overshoot on the
-  background's hard-edged patterns, and the whole-frame ratio averages the two away;
+  below 1); and as ratios of the means over the clips, on the whole frame, on the shapes (every
+  pixel within 2 px of one, from the scene's own masks) and on the background (the rest). The
+  per-clip average is pulled up by clips with plain backgrounds, whose own gradient is small; and a
+  decode can blur the shapes while it overshoots the background's hard-edged patterns;
 - ``generation.evaluate`` on the source, the direct decode and the renderer, against the scene
   specs (every dimension);
 - continuity at the semantic rate (groups cross-faded as the codec does): mean |frame difference|
@@ -41,45 +41,52 @@ import numpy as np
 from bench.world_clips import FPS, percent, save_result, split_clips, write_video
 
 
-def gradient_magnitude(frames: np.ndarray, where: np.ndarray | None = None) -> float:
-    """Mean |grad| of the luma of ``T x H x W x 3`` frames (0-255), forward differences; ``where``
-    (``T x H x W`` bool): only at those pixels (NaN where none is)."""
+def gradient_map(frames: np.ndarray) -> np.ndarray:
+    """|grad| of the luma of ``T x H x W x 3`` frames (0-255), forward differences:
+    ``T x (H - 1) x (W - 1)``."""
     y = np.asarray(frames, np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     dx, dy = y[:, :-1, 1:] - y[:, :-1, :-1], y[:, 1:, :-1] - y[:, :-1, :-1]
-    g = np.sqrt(dx * dx + dy * dy)
+    return np.sqrt(dx * dx + dy * dy)
+
+
+def mean_over(g: np.ndarray, where: np.ndarray | None = None) -> float:
+    """Mean of a :func:`gradient_map` over all pixels, or at ``where`` (``T x H x W`` bool; NaN
+    where none is)."""
     if where is None:
         return float(g.mean())
     w = np.asarray(where, bool)[:, :-1, :-1]
     return float(g[w].mean()) if w.any() else float("nan")
 
 
+def gradient_magnitude(frames: np.ndarray, where: np.ndarray | None = None) -> float:
+    """Mean |grad| of the luma of ``T x H x W x 3`` frames (0-255), forward differences; ``where``
+    (``T x H x W`` bool): only at those pixels (NaN where none is)."""
+    return mean_over(gradient_map(frames), where)
+
+
 def near_shapes(masks: np.ndarray, reach: int = 2) -> np.ndarray:
     """``T x H x W`` bool shape masks -> the pixels within ``reach`` px (Chebyshev) of a shape."""
-    m = np.asarray(masks, bool)
-    out = m.copy()
-    H, W = m.shape[1:]
-    for dy in range(-reach, reach + 1):
-        for dx in range(-reach, reach + 1):
-            out[:, max(0, dy):H + min(0, dy), max(0, dx):W + min(0, dx)] |= \
-                m[:, max(0, -dy):H + min(0, -dy), max(0, -dx):W + min(0, -dx)]
-    return out
+    from scipy import ndimage
+    return ndimage.binary_dilation(np.asarray(masks, bool), np.ones((1, 2 * reach + 1, 2 * reach + 1), bool))
 
 
 def sharpness(outs: dict, src: list, regions: list) -> tuple[dict, dict]:
     """Each decode's gradient magnitude over the source's: on the whole frame per clip, then
-    averaged; on the shapes / the background (``regions``: per clip, the ``near_shapes`` mask) as the
-    ratio of the means over the clips that have the region (a plain background's own gradient is
-    zero, so a per-clip ratio would divide by it)."""
-    whole = {n: float(np.mean([gradient_magnitude(d) / gradient_magnitude(s) for d, s in zip(v, src)]))
-             for n, v in outs.items()}
+    averaged; on the shapes / the background (``regions``: per clip, the ``near_shapes`` mask) and
+    the frame as the ratio of the means over the clips that have the region (a plain background's
+    own gradient is zero, so a per-clip ratio would divide by it)."""
+    maps = {"source": [gradient_map(s) for s in src]} | {n: [gradient_map(d) for d in v] for n, v in outs.items()}
+    picks = {"shapes": lambda m: m, "background": lambda m: ~m, "frame": lambda m: None}
+    means = {part: {n: np.array([mean_over(g, pick(m)) for g, m in zip(gs, regions)]) for n, gs in maps.items()}
+             for part, pick in picks.items()}
+    whole = {n: float(np.mean(means["frame"][n] / means["frame"]["source"])) for n in outs}
     parts = {}
-    for part, pick in (("shapes", lambda m: m), ("background", lambda m: ~m), ("frame", lambda m: None)):
-        ref = np.array([gradient_magnitude(s, pick(m)) for s, m in zip(src, regions)])
+    for part, m in means.items():
+        ref = m["source"]
         parts[part] = {}
-        for n, v in outs.items():
-            got = np.array([gradient_magnitude(d, pick(m)) for d, m in zip(v, regions)])
-            ok = np.isfinite(ref) & np.isfinite(got)
-            parts[part][n] = float(got[ok].mean() / ref[ok].mean()) if ok.any() and ref[ok].mean() > 0 else float("nan")
+        for n in outs:
+            ok = np.isfinite(ref) & np.isfinite(m[n])
+            parts[part][n] = float(m[n][ok].mean() / ref[ok].mean()) if ok.any() and ref[ok].mean() > 0 else float("nan")
     return whole, parts
 
 

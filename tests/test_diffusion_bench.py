@@ -63,7 +63,7 @@ def test_sharpness_splits_shapes_from_background():
     plain[:, 2:6, 2:6] = 200
     _, parts = sharpness({"d": [dec, plain]}, [src, plain], [near_shapes(shape)] * 2)
     assert parts["background"]["d"] == pytest.approx(1.5, rel=1e-6)       # the pooled ratio: no 0 / 0
-    assert parts["shapes"]["d"] == pytest.approx((0.5 + 1) / 2 / 1, rel=1e-6)
+    assert parts["shapes"]["d"] == pytest.approx(0.75, rel=1e-6)     # (half + all of the same edge) / 2 edges
 
 
 def test_bench_runs_on_the_tiny_setup(tmp_path_factory, tmp_path):
